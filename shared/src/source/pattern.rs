@@ -5,7 +5,7 @@
 //! Pattern (FORMAT.md, "Test pattern"): rows `0..16` carry the frame's
 //! source sequence number as 64 cells (bit 0 leftmost), luma 235 for 1 and
 //! 16 for 0, chroma neutral. Every other row is a horizontal luma ramp with
-//! eight chroma bars, shifted left by `2 * ((y + 4 * seq) % (width / 2))`
+//! eight chroma bars, shifted left by `2 * ((y + 4 * (seq % (width / 2))) % (width / 2))`
 //! pixels: diagonal stripes that move every frame. Rendering is one memcpy
 //! per row from a precomputed double-width row, so it costs about what a
 //! driver's DMA would cost the CPU: nothing but memory bandwidth.
@@ -83,7 +83,7 @@ impl Pattern {
     /// Byte offset into a doubled row for line `y` of frame `seq`.
     fn shift(&self, y: u32, seq: u64, bytes_per_pair: usize) -> usize {
         let pairs = (self.format.width / 2) as u64;
-        ((y as u64 + 4 * seq) % pairs) as usize * bytes_per_pair
+        ((y as u64 + 4 * (seq % pairs)) % pairs) as usize * bytes_per_pair
     }
 
     /// Render frame `seq` into `dst` (at least `frame_size` bytes).
