@@ -79,7 +79,10 @@ pub trait FrameSource {
         0
     }
     /// For `Direct`: give the source a claimed slot to fill later.
-    fn give_slot(&mut self, slot: ClaimedSlot) -> Result<(), SourceError>;
+    /// `Ok(Some(slot))` hands it back untouched: the source could not use
+    /// slots directly (e.g. the kernel refused USERPTR) and has switched to
+    /// `Delivery::Copy`; `delivery_note` says why.
+    fn give_slot(&mut self, slot: ClaimedSlot) -> Result<Option<ClaimedSlot>, SourceError>;
     /// Start streaming (after the first slots are given).
     fn start(&mut self) -> Result<(), SourceError>;
     /// Wait for the next frame.

@@ -245,9 +245,9 @@ impl FrameSource for TestSource {
             Delivery::Copy => 0,
         }
     }
-    fn give_slot(&mut self, slot: ClaimedSlot) -> Result<(), SourceError> {
+    fn give_slot(&mut self, slot: ClaimedSlot) -> Result<Option<ClaimedSlot>, SourceError> {
         self.queued.push_back(slot);
-        Ok(())
+        Ok(None)
     }
     fn start(&mut self) -> Result<(), SourceError> {
         self.start_ns = monotonic_ns();
