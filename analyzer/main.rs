@@ -1,1 +1,406 @@
-fn main(){}
+//! `pagecam-analyzer`: analyse live frames in place, or check a recording.
+//!
+//! `watch` connects to a running capture, maps the recording read-only from
+//! the descriptor capture passes, and for each notice computes statistics
+//! over the frame where it lies (no copy), writing one JSON line per frame.
+//! `inspect` and `verify` work offline on a recording file. A thin binary:
+//! the logic is in the `pagecam` crate.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use pagecam::format::{fourcc_str, FLAG_ERROR};
+use pagecam::protocol::EndReason;
+use pagecam::recording::{monotonic_ns, RecordingReader};
+use pagecam::shm::SlotReadError;
+use pagecam::stats::Analyzer;
+use pagecam::subscribe::{Event, SubscribeError, Subscription};
+
+/// Exit codes (README, "Exit codes").
+const EXIT_FAILED_CHECK: u8 = 1;
+const EXIT_UNREADABLE: u8 = 2;
+const EXIT_CAPTURE_GONE: u8 = 4;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pagecam-analyzer",
+    version,
+    about = "Analyse pagecam frames in place, or inspect and verify recordings."
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Follow a running capture and print one JSON line per frame.
+    Watch(WatchArgs),
+    /// Describe a recording: header, frames, time span, drops, slots in use.
+    Inspect {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every committed frame's checksum. Exit 0 if all pass, 1 if any
+    /// frame is corrupt, 2 if the file cannot be read as a recording.
+    Verify {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct WatchArgs {
+    /// Capture's socket (printed by pagecam-capture; OUTPUT.sock by default).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Stop after this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Give up if capture sends nothing for this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    idle_timeout: Duration,
+    /// Add a CRC32C of each frame's bytes as read in place (for checking).
+    #[arg(long)]
+    checksum: bool,
+    /// Simulate slow analysis: spend this long inside each in-place read.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    slow: Option<Duration>,
+    /// Print only the final summary, not a line per frame.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Serialize)]
+struct FrameLine {
+    seq: u64,
+    slot: u32,
+    ts_ns: u64,
+    /// Capture timestamp to analysis done, microseconds.
+    latency_us: f64,
+    /// Capture published the frame to this analyzer holding it, microseconds.
+    notify_us: f64,
+    bytes: u32,
+    error_frame: bool,
+    mean_luma: Option<f32>,
+    motion: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crc32c: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct LostLine {
+    seq: u64,
+    slot: u32,
+    /// `overwritten` (capture reused the slot before we got to it) or
+    /// `torn` (it changed while we read it; the result was discarded).
+    lost: &'static str,
+}
+
+#[derive(Serialize, Default)]
+struct WatchSummary {
+    frames: u64,
+    /// Notices never received (capture dropped them: our socket was full).
+    missed: u64,
+    overwritten: u64,
+    torn: u64,
+    end: &'static str,
+}
+
+fn main() -> ExitCode {
+    pagecam::shm::sigbus::install();
+    let args = Args::parse();
+    match args.cmd {
+        Cmd::Watch(w) => watch(w),
+        Cmd::Inspect { file, json } => inspect(file, json),
+        Cmd::Verify { file, json } => verify(file, json),
+    }
+}
+
+fn watch(args: WatchArgs) -> ExitCode {
+    let mut sub = match Subscription::connect(&args.socket, args.idle_timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pagecam-analyzer: {e}");
+            return ExitCode::from(EXIT_CAPTURE_GONE);
+        }
+    };
+    let format = sub.hello().format;
+    eprintln!(
+        "pagecam-analyzer: connected as client {}: {} {}x{}, {} slots",
+        sub.hello().client_id,
+        fourcc_str(format.fourcc),
+        format.width,
+        format.height,
+        sub.hello().layout.slot_count
+    );
+    let mut stats = Analyzer::new(format);
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut sum = WatchSummary::default();
+    let mut next_seq: Option<u64> = None;
+    let result = loop {
+        if args.frames.is_some_and(|n| sum.frames >= n) {
+            break Ok("frame limit");
+        }
+        let notice = match sub.next_event() {
+            Ok(Event::Frame(f)) => f,
+            Ok(Event::End(end)) => {
+                break Ok(match end.reason {
+                    EndReason::Finished => "capture finished",
+                    EndReason::Error => "capture stopped on an error",
+                })
+            }
+            Err(e) => break Err(e),
+        };
+        if let Some(expected) = next_seq {
+            if notice.sequence > expected {
+                sum.missed += notice.sequence - expected;
+                stats.reset_motion();
+            }
+        }
+        next_seq = Some(notice.sequence + 1);
+        let read =
+            sub.reader()
+                .read_frame(notice.slot, notice.generation, notice.bytes_used, |bytes| {
+                    let held_ns = monotonic_ns();
+                    let s = stats.analyse(bytes);
+                    let crc = args.checksum.then(|| crc32c::crc32c(bytes));
+                    if let Some(d) = args.slow {
+                        std::thread::sleep(d);
+                    }
+                    (held_ns, s, crc)
+                });
+        let line = match read {
+            Ok((held_ns, s, crc)) => {
+                sum.frames += 1;
+                let now = monotonic_ns();
+                let us = |t: u64, from: u64| t.saturating_sub(from) as f64 / 1000.0;
+                serde_json::to_writer(
+                    &mut out,
+                    &FrameLine {
+                        seq: notice.sequence,
+                        slot: notice.slot,
+                        ts_ns: notice.timestamp_ns,
+                        latency_us: us(now, notice.timestamp_ns),
+                        notify_us: us(held_ns, notice.ready_ns),
+                        bytes: notice.bytes_used,
+                        error_frame: notice.flags & FLAG_ERROR != 0,
+                        mean_luma: s.map(|s| s.mean_luma),
+                        motion: s.and_then(|s| s.motion),
+                        crc32c: crc,
+                    },
+                )
+            }
+            Err(e) => {
+                stats.reset_motion();
+                let lost = match e {
+                    SlotReadError::Overwritten { .. } => {
+                        sum.overwritten += 1;
+                        "overwritten"
+                    }
+                    SlotReadError::Torn => {
+                        sum.torn += 1;
+                        "torn"
+                    }
+                };
+                serde_json::to_writer(
+                    &mut out,
+                    &LostLine {
+                        seq: notice.sequence,
+                        slot: notice.slot,
+                        lost,
+                    },
+                )
+            }
+        };
+        if !args.quiet {
+            let _ = line
+                .map_err(std::io::Error::from)
+                .and_then(|_| out.write_all(b"\n"));
+        }
+        if notice.sequence % 8 == 0 {
+            sub.send_progress(notice.sequence);
+            let _ = out.flush();
+        }
+    };
+    let code = match &result {
+        Ok(end) => {
+            sum.end = end;
+            ExitCode::SUCCESS
+        }
+        Err(SubscribeError::CaptureGone) => {
+            sum.end = "capture gone";
+            ExitCode::from(EXIT_CAPTURE_GONE)
+        }
+        Err(_) => {
+            sum.end = "error";
+            ExitCode::from(EXIT_CAPTURE_GONE)
+        }
+    };
+    let _ = serde_json::to_writer(&mut out, &serde_json::json!({ "summary": sum }));
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+    match result {
+        Ok(end) => eprintln!(
+            "pagecam-analyzer: {end}: {} frames analysed, {} missed, {} overwritten before reading, {} torn",
+            sum.frames, sum.missed, sum.overwritten, sum.torn
+        ),
+        Err(e) => eprintln!("pagecam-analyzer: {e} (after {} frames)", sum.frames),
+    }
+    code
+}
+
+#[derive(Serialize)]
+struct Report {
+    file: PathBuf,
+    format: String,
+    width: u32,
+    height: u32,
+    bytes_per_line: u32,
+    frame_size: u32,
+    fps: f64,
+    slot_count: u32,
+    slot_size: u64,
+    file_size: u64,
+    on_full: String,
+    source: String,
+    created_ns: u64,
+    valid_frames: usize,
+    incomplete_slots: Vec<u32>,
+    corrupt_slots: Vec<u32>,
+    empty_slots: u32,
+    first_sequence: Option<u64>,
+    last_sequence: Option<u64>,
+    missing_sequences: u64,
+    source_dropped: u64,
+    error_frames: usize,
+    span_seconds: f64,
+    sessions: Vec<u32>,
+}
+
+fn report(file: PathBuf) -> Result<Report, ExitCode> {
+    let reader = RecordingReader::open(&file).map_err(|e| {
+        eprintln!("pagecam-analyzer: {e}");
+        ExitCode::from(EXIT_UNREADABLE)
+    })?;
+    let h = reader.header().clone();
+    let scan = reader.scan();
+    let first = scan.valid.first().map(|v| v.1);
+    let last = scan.valid.last().map(|v| v.1);
+    let mut sessions: Vec<u32> = scan.valid.iter().map(|v| v.1.session).collect();
+    sessions.dedup();
+    Ok(Report {
+        file,
+        format: fourcc_str(h.format.fourcc),
+        width: h.format.width,
+        height: h.format.height,
+        bytes_per_line: h.format.bytes_per_line,
+        frame_size: h.format.frame_size,
+        fps: h.interval.fps(),
+        slot_count: h.layout.slot_count,
+        slot_size: h.layout.slot_size,
+        file_size: h.layout.file_size,
+        on_full: format!("{:?}", h.on_full).to_lowercase(),
+        source: h.source,
+        created_ns: h.created_ns,
+        valid_frames: scan.valid.len(),
+        incomplete_slots: scan.incomplete.clone(),
+        corrupt_slots: scan.corrupt.clone(),
+        empty_slots: scan.empty,
+        first_sequence: first.map(|m| m.sequence),
+        last_sequence: last.map(|m| m.sequence),
+        missing_sequences: scan.missing_sequences(),
+        source_dropped: scan.source_gaps(),
+        error_frames: scan
+            .valid
+            .iter()
+            .filter(|v| v.1.flags & FLAG_ERROR != 0)
+            .count(),
+        span_seconds: match (first, last) {
+            (Some(a), Some(b)) => (b.timestamp_ns.saturating_sub(a.timestamp_ns)) as f64 / 1e9,
+            _ => 0.0,
+        },
+        sessions,
+    })
+}
+
+fn inspect(file: PathBuf, json: bool) -> ExitCode {
+    let r = match report(file) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("report serializes")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!("recording   {}", r.file.display());
+    println!("source      {}", r.source);
+    println!(
+        "format      {} {}x{} ({} bytes/line, {} bytes/frame) @ {:.2} fps",
+        r.format, r.width, r.height, r.bytes_per_line, r.frame_size, r.fps
+    );
+    println!(
+        "slots       {} x {} bytes, on full: {} ({} bytes total)",
+        r.slot_count, r.slot_size, r.on_full, r.file_size
+    );
+    println!(
+        "frames      {} valid, sequences {:?}..={:?}, {} missing in between",
+        r.valid_frames, r.first_sequence, r.last_sequence, r.missing_sequences
+    );
+    println!("time span   {:.3} s", r.span_seconds);
+    println!(
+        "dropped     {} by the source, {} error frames",
+        r.source_dropped, r.error_frames
+    );
+    println!(
+        "slots used  {} valid, {} incomplete, {} corrupt, {} empty",
+        r.valid_frames,
+        r.incomplete_slots.len(),
+        r.corrupt_slots.len(),
+        r.empty_slots
+    );
+    println!("sessions    {:?}", r.sessions);
+    ExitCode::SUCCESS
+}
+
+fn verify(file: PathBuf, json: bool) -> ExitCode {
+    let r = match report(file) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let ok = r.corrupt_slots.is_empty();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("report serializes")
+        );
+    } else {
+        println!(
+            "{}: {} frames valid, {} corrupt, {} incomplete (in flight when capture stopped), {} empty",
+            if ok { "OK" } else { "FAILED" },
+            r.valid_frames,
+            r.corrupt_slots.len(),
+            r.incomplete_slots.len(),
+            r.empty_slots
+        );
+        if !ok {
+            println!("corrupt slots: {:?}", r.corrupt_slots);
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED_CHECK)
+    }
+}

@@ -1,1 +1,360 @@
-fn main(){}
+//! `pagecam-capture`: record frames from a camera (or the built-in test
+//! source) into a pre-allocated recording file and notify analyzers.
+//!
+//! A thin binary: parse arguments, validate them into the library's types,
+//! run `pagecam::capture::run`, map errors to exit codes. All frame handling
+//! lives in the `pagecam` crate.
+
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+use pagecam::capture::{self, Counters, Limits, StopReason};
+use pagecam::format::{self, FrameFormat, Header, Layout, OnFull};
+use pagecam::housekeeping::{Housekeeper, HousekeepingConfig};
+use pagecam::notify::{Notifier, NotifierConfig};
+use pagecam::protocol::{End, EndReason, Hello, STORE_RECORDING_FILE};
+use pagecam::recording::{self, wall_ns};
+use pagecam::source::pattern::TestSource;
+use pagecam::source::{Delivery, FrameSource};
+
+/// Exit codes (README, "Exit codes").
+const EXIT_USAGE: u8 = 1;
+const EXIT_SOURCE: u8 = 2;
+const EXIT_STORAGE: u8 = pagecam::EXIT_STORAGE as u8;
+const EXIT_SOCKET: u8 = 4;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pagecam-capture",
+    version,
+    about = "Record a camera into a pre-allocated, mmap'd recording file; analyzers read frames in place."
+)]
+struct Args {
+    /// Recording file to create (must not exist).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// `test` for the built-in pattern, or a V4L2 device such as /dev/video0.
+    #[arg(long, default_value = "test")]
+    source: String,
+    /// Pixel format (fourcc), e.g. YUYV, GREY, NV12.
+    #[arg(long, default_value = "YUYV")]
+    format: String,
+    /// Frame size WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x480", value_parser = parse_geometry)]
+    size: (u32, u32),
+    /// Frames per second (test source: 0 = as fast as possible).
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Test source: fill slots in place like a USERPTR driver (`direct`),
+    /// or fill a buffer of its own that is copied once like MMAP (`copy`).
+    #[arg(long, value_enum, default_value_t = DeliveryArg::Direct)]
+    delivery: DeliveryArg,
+    /// Size of the recording file, e.g. 512MiB, 2GiB (unless --slots or --ring-seconds).
+    #[arg(long, value_parser = parse_size, default_value = "256MiB")]
+    capacity: u64,
+    /// Number of frame slots (overrides --capacity).
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Size the ring to hold this many seconds at --fps (overrides --capacity).
+    #[arg(long)]
+    ring_seconds: Option<u32>,
+    /// When every slot holds a frame: `wrap` reuses the oldest, `stop` ends.
+    #[arg(long, value_enum, default_value_t = OnFullArg::Wrap)]
+    on_full: OnFullArg,
+    /// Unix socket for analyzers [default: OUTPUT.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Stop after this long, e.g. 10s, 2min.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Drop an analyzer whose socket has stayed full this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    stuck_timeout: Duration,
+    /// Do not prefault upcoming slots (for measurements).
+    #[arg(long)]
+    no_prefault: bool,
+    /// Do not start writeback of finished slots (for measurements).
+    #[arg(long)]
+    no_writeback: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DeliveryArg {
+    Direct,
+    Copy,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnFullArg {
+    Wrap,
+    Stop,
+}
+
+fn parse_geometry(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or("expected WIDTHxHEIGHT, e.g. 1280x720")?;
+    Ok((
+        w.parse().map_err(|_| "bad width")?,
+        h.parse().map_err(|_| "bad height")?,
+    ))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size::parse_size(s).map_err(|e| format!("{e} (e.g. 512MiB, 2GiB)"))
+}
+
+fn parse_fourcc(s: &str) -> anyhow::Result<u32> {
+    let b = s.as_bytes();
+    if b.len() > 4 || b.is_empty() {
+        bail!("pixel format must be a fourcc such as YUYV");
+    }
+    let mut code = [b' '; 4];
+    code[..b.len()].copy_from_slice(b);
+    Ok(format::fourcc(&code))
+}
+
+/// What the run printed on stdout at the end (one JSON object).
+#[derive(Serialize)]
+struct SummaryOut {
+    frames: u64,
+    source_dropped: u64,
+    error_frames: u64,
+    bytes_copied: u64,
+    bytes_copied_per_frame: u64,
+    delivery: &'static str,
+    notifications_dropped: u64,
+    analyzers_disconnected: u64,
+    stop_reason: String,
+    seconds: f64,
+    fps: f64,
+    output: PathBuf,
+}
+
+struct Failure(u8, anyhow::Error);
+
+fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |e| Failure(code, e)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAGECAM_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    pagecam::shm::sigbus::install();
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(Failure(code, e)) => {
+            eprintln!("pagecam-capture: error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn open_source(args: &Args) -> Result<Box<dyn FrameSource>, Failure> {
+    let fourcc = parse_fourcc(&args.format).map_err(fail(EXIT_USAGE))?;
+    if args.source == "test" {
+        let (w, h) = args.size;
+        let format =
+            FrameFormat::uncompressed(fourcc, w, h).map_err(|e| Failure(EXIT_USAGE, e.into()))?;
+        let delivery = match args.delivery {
+            DeliveryArg::Direct => Delivery::Direct,
+            DeliveryArg::Copy => Delivery::Copy,
+        };
+        let src = TestSource::new(format, args.fps, delivery)
+            .map_err(|e| Failure(EXIT_USAGE, e.into()))?;
+        return Ok(Box::new(src));
+    }
+    Err(Failure(
+        EXIT_SOURCE,
+        anyhow::anyhow!(
+            "{}: V4L2 devices are not supported by this build",
+            args.source
+        ),
+    ))
+}
+
+fn layout_for(args: &Args, format: &FrameFormat, fps: f64) -> anyhow::Result<Layout> {
+    let layout = if let Some(n) = args.slots {
+        Layout::new(format.frame_size, n)?
+    } else if let Some(secs) = args.ring_seconds {
+        let n = (secs as f64 * fps.max(1.0)).ceil() as u32;
+        Layout::new(format.frame_size, n.max(1))?
+    } else {
+        Layout::fitting(format.frame_size, args.capacity)?
+    };
+    Ok(layout)
+}
+
+fn run(args: Args) -> Result<ExitCode, Failure> {
+    let mut source = open_source(&args)?;
+    let format = source.format();
+    let interval = source.interval();
+    let layout = layout_for(&args, &format, interval.fps()).map_err(fail(EXIT_USAGE))?;
+    let header = Header {
+        format,
+        interval,
+        layout,
+        on_full: match args.on_full {
+            OnFullArg::Wrap => OnFull::Wrap,
+            OnFullArg::Stop => OnFull::Stop,
+        },
+        created_ns: wall_ns(),
+        source: source.describe(),
+    };
+    let mut writer = recording::create(&args.output, &header)
+        .with_context(|| "cannot create the recording")
+        .map_err(fail(EXIT_STORAGE))?;
+    tracing::info!(
+        "recording {} : {} {}x{} ({} bytes/frame), {} slots of {} bytes, {} MiB, on full: {:?}",
+        args.output.display(),
+        format::fourcc_str(format.fourcc),
+        format.width,
+        format.height,
+        format.frame_size,
+        layout.slot_count,
+        layout.slot_size,
+        layout.file_size >> 20,
+        header.on_full
+    );
+    let socket = args.socket.clone().unwrap_or_else(|| {
+        let mut p = args.output.clone().into_os_string();
+        p.push(".sock");
+        PathBuf::from(p)
+    });
+    let store = writer
+        .open_read_only()
+        .map_err(|e| Failure(EXIT_STORAGE, e.into()))?;
+    let notifier = Notifier::bind(NotifierConfig {
+        path: socket.clone(),
+        store,
+        hello: Hello {
+            store_kind: STORE_RECORDING_FILE,
+            layout,
+            format,
+            client_id: 0,
+        },
+        stuck_after: args.stuck_timeout,
+    })
+    .map_err(|e| Failure(EXIT_SOCKET, e.into()))?;
+    let notifier = Arc::new(notifier);
+    tracing::info!("analyzers connect to {}", socket.display());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| {
+            Failure(
+                EXIT_USAGE,
+                anyhow::anyhow!("cannot install signal handler: {e}"),
+            )
+        })?;
+    }
+    let counters = Arc::new(Counters::default());
+    let housekeeper = Housekeeper::spawn(
+        writer.map().clone(),
+        writer
+            .open_read_only()
+            .map_err(|e| Failure(EXIT_STORAGE, e.into()))?,
+        counters.clone(),
+        writer.committed(),
+        HousekeepingConfig {
+            prefault_bytes: if args.no_prefault { 0 } else { 32 << 20 },
+            writeback: !args.no_writeback,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| Failure(EXIT_STORAGE, e.into()))?;
+    let status = status::Status::spawn(
+        counters.clone(),
+        notifier.clone(),
+        source.delivery().name().to_string(),
+    );
+
+    let limits = Limits {
+        frames: args.frames,
+        duration: args.duration,
+    };
+    let summary = capture::run(
+        source.as_mut(),
+        &mut writer,
+        Some(&notifier),
+        limits,
+        &stop,
+        &counters,
+    );
+    drop(status);
+    drop(housekeeper);
+    if let Some(note) = source.delivery_note() {
+        tracing::warn!("{note}");
+    }
+
+    let synced = writer.sync();
+    let end_reason = if summary.reason.is_error() {
+        EndReason::Error
+    } else {
+        EndReason::Finished
+    };
+    notifier.finish(End {
+        reason: end_reason,
+        frames: writer.committed(),
+    });
+
+    let secs = summary.elapsed.as_secs_f64();
+    let out = SummaryOut {
+        frames: summary.frames,
+        source_dropped: summary.source_dropped,
+        error_frames: summary.error_frames,
+        bytes_copied: summary.bytes_copied,
+        bytes_copied_per_frame: summary
+            .bytes_copied
+            .checked_div(summary.frames)
+            .unwrap_or(0),
+        delivery: summary.delivery.name(),
+        notifications_dropped: notifier.total_dropped(),
+        analyzers_disconnected: notifier.disconnected(),
+        stop_reason: summary.reason.to_string(),
+        seconds: secs,
+        fps: summary.frames as f64 / secs.max(1e-9),
+        output: args.output.clone(),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&out).expect("summary serializes")
+    );
+    tracing::info!(
+        "{} frames in {:.1} s ({:.1} fps), {} dropped by the source, {} error frames; {}",
+        out.frames,
+        secs,
+        out.fps,
+        out.source_dropped,
+        out.error_frames,
+        summary.reason
+    );
+    if let Err(e) = synced {
+        return Err(Failure(
+            EXIT_STORAGE,
+            anyhow::Error::new(e).context("final sync failed"),
+        ));
+    }
+    match summary.reason {
+        StopReason::Source(e) => Err(Failure(EXIT_SOURCE, e.into())),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -88,7 +88,13 @@ impl FrameFormat {
         };
         let frame_size = u32::try_from(size)
             .map_err(|_| FormatError::BadGeometry(format!("{width}x{height} frame too large")))?;
-        Ok(FrameFormat { fourcc, width, height, bytes_per_line: bpl, frame_size })
+        Ok(FrameFormat {
+            fourcc,
+            width,
+            height,
+            bytes_per_line: bpl,
+            frame_size,
+        })
     }
 }
 
@@ -101,7 +107,10 @@ pub struct Interval {
 
 impl Interval {
     pub fn from_fps(fps: u32) -> Self {
-        Interval { numerator: 1, denominator: fps.max(1) }
+        Interval {
+            numerator: 1,
+            denominator: fps.max(1),
+        }
     }
     pub fn as_nanos(&self) -> u64 {
         if self.denominator == 0 {
@@ -140,10 +149,14 @@ pub struct Layout {
 impl Layout {
     pub fn new(frame_size: u32, slot_count: u32) -> Result<Self, FormatError> {
         if slot_count == 0 {
-            return Err(FormatError::BadGeometry("slot count must be at least 1".into()));
+            return Err(FormatError::BadGeometry(
+                "slot count must be at least 1".into(),
+            ));
         }
         if frame_size == 0 {
-            return Err(FormatError::BadGeometry("frame size must be non-zero".into()));
+            return Err(FormatError::BadGeometry(
+                "frame size must be non-zero".into(),
+            ));
         }
         let slot_size = align_up(frame_size as u64, PAGE);
         let index_offset = HEADER_SIZE;
@@ -152,7 +165,13 @@ impl Layout {
             .checked_mul(slot_count as u64)
             .and_then(|d| d.checked_add(data_offset))
             .ok_or_else(|| FormatError::BadGeometry("recording size overflows".into()))?;
-        Ok(Layout { slot_count, slot_size, index_offset, data_offset, file_size })
+        Ok(Layout {
+            slot_count,
+            slot_size,
+            index_offset,
+            data_offset,
+            file_size,
+        })
     }
 
     /// The most slots of `frame_size` that fit in `capacity` bytes.
@@ -270,7 +289,11 @@ impl Header {
         put_u64(&mut b, hdr::CREATED_NS, self.created_ns);
         put_u32(&mut b, hdr::INTERVAL_NUM, self.interval.numerator);
         put_u32(&mut b, hdr::INTERVAL_DEN, self.interval.denominator);
-        put_u32(&mut b, hdr::ON_FULL, if self.on_full == OnFull::Wrap { 1 } else { 0 });
+        put_u32(
+            &mut b,
+            hdr::ON_FULL,
+            if self.on_full == OnFull::Wrap { 1 } else { 0 },
+        );
         let src = truncate_utf8(&self.source, SOURCE_DESC_LEN);
         b[hdr::SOURCE..hdr::SOURCE + src.len()].copy_from_slice(src.as_bytes());
         let crc = crc32c::crc32c(&b[..hdr::CRC]);
@@ -282,7 +305,10 @@ impl Header {
     /// checksum, and that the stored layout is the one the geometry implies.
     pub fn decode(b: &[u8]) -> Result<Header, FormatError> {
         if b.len() < HEADER_SIZE as usize {
-            return Err(FormatError::Truncated { expected: HEADER_SIZE, actual: b.len() as u64 });
+            return Err(FormatError::Truncated {
+                expected: HEADER_SIZE,
+                actual: b.len() as u64,
+            });
         }
         if b[hdr::MAGIC..hdr::MAGIC + 8] != MAGIC {
             return Err(FormatError::BadMagic);
@@ -438,7 +464,10 @@ mod tests {
     fn unknown_version_is_rejected() {
         let mut b = sample().encode();
         b[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(Header::decode(&b), Err(FormatError::UnknownVersion { found: 2 }));
+        assert_eq!(
+            Header::decode(&b),
+            Err(FormatError::UnknownVersion { found: 2 })
+        );
     }
 
     #[test]
@@ -449,7 +478,10 @@ mod tests {
         let mut b = sample().encode();
         b[0] = b'X';
         assert_eq!(Header::decode(&b), Err(FormatError::BadMagic));
-        assert!(matches!(Header::decode(&b[..100]), Err(FormatError::Truncated { .. })));
+        assert!(matches!(
+            Header::decode(&b[..100]),
+            Err(FormatError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -458,7 +490,10 @@ mod tests {
         put_u64(&mut b, hdr::DATA_OFFSET, 8192 + 4096);
         let crc = crc32c::crc32c(&b[..hdr::CRC]);
         put_u32(&mut b, hdr::CRC, crc);
-        assert!(matches!(Header::decode(&b), Err(FormatError::Inconsistent(_))));
+        assert!(matches!(
+            Header::decode(&b),
+            Err(FormatError::Inconsistent(_))
+        ));
     }
 
     #[test]
@@ -484,7 +519,11 @@ mod tests {
 
     #[test]
     fn checksum_covers_data_and_metadata() {
-        let m = FrameMeta { sequence: 5, bytes_used: 100, ..Default::default() };
+        let m = FrameMeta {
+            sequence: 5,
+            bytes_used: 100,
+            ..Default::default()
+        };
         let c = m.checksum(crc32c::crc32c(b"frame"));
         assert_ne!(c, m.checksum(crc32c::crc32c(b"frami")));
         let m2 = FrameMeta { sequence: 6, ..m };

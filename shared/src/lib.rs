@@ -17,11 +17,16 @@
 //! the binaries' job.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod capture;
 pub mod format;
+pub mod housekeeping;
+pub mod notify;
 pub mod protocol;
 pub mod recording;
 pub mod shm;
 pub mod source;
+pub mod stats;
+pub mod subscribe;
 
 /// Exit code for storage failures (documented in the README).
 pub const EXIT_STORAGE: i32 = 3;

@@ -34,12 +34,18 @@ pub enum ProtocolError {
     Short(usize),
     #[error("bad magic 0x{0:08x}: peer does not speak the pagecam protocol")]
     BadMagic(u32),
-    #[error("protocol version {found} is not supported (this build speaks version {PROTOCOL_VERSION})")]
+    #[error(
+        "protocol version {found} is not supported (this build speaks version {PROTOCOL_VERSION})"
+    )]
     UnknownVersion { found: u16 },
     #[error("unknown message kind {0}")]
     UnknownKind(u16),
     #[error("message kind {kind} must be {expected} bytes, got {got}")]
-    BadLength { kind: u16, expected: usize, got: usize },
+    BadLength {
+        kind: u16,
+        expected: usize,
+        got: usize,
+    },
     #[error("unknown frame store kind {0}")]
     UnknownStore(u32),
 }
@@ -148,7 +154,15 @@ impl End {
     pub fn encode(&self) -> [u8; END_LEN] {
         let mut b = [0u8; END_LEN];
         preamble(&mut b, KIND_END);
-        put32(&mut b, 8, if self.reason == EndReason::Finished { 0 } else { 1 });
+        put32(
+            &mut b,
+            8,
+            if self.reason == EndReason::Finished {
+                0
+            } else {
+                1
+            },
+        );
         put64(&mut b, 16, self.frames);
         b
     }
@@ -185,7 +199,11 @@ pub fn decode(b: &[u8]) -> Result<Message, ProtocolError> {
         k => return Err(ProtocolError::UnknownKind(k)),
     };
     if b.len() != expected {
-        return Err(ProtocolError::BadLength { kind, expected, got: b.len() });
+        return Err(ProtocolError::BadLength {
+            kind,
+            expected,
+            got: b.len(),
+        });
     }
     Ok(match kind {
         KIND_HELLO => {
@@ -222,10 +240,16 @@ pub fn decode(b: &[u8]) -> Result<Message, ProtocolError> {
             bytes_used: get_u32(b, 48),
         }),
         KIND_END => Message::End(End {
-            reason: if get_u32(b, 8) == 0 { EndReason::Finished } else { EndReason::Error },
+            reason: if get_u32(b, 8) == 0 {
+                EndReason::Finished
+            } else {
+                EndReason::Error
+            },
             frames: get_u64(b, 16),
         }),
-        _ => Message::Progress(Progress { sequence: get_u64(b, 8) }),
+        _ => Message::Progress(Progress {
+            sequence: get_u64(b, 8),
+        }),
     })
 }
 
@@ -253,22 +277,34 @@ mod tests {
             bytes_used: 6144,
         };
         assert_eq!(decode(&f.encode()), Ok(Message::Frame(f)));
-        let e = End { reason: EndReason::Error, frames: 5 };
+        let e = End {
+            reason: EndReason::Error,
+            frames: 5,
+        };
         assert_eq!(decode(&e.encode()), Ok(Message::End(e)));
         let p = Progress { sequence: 77 };
         assert_eq!(decode(&p.encode()), Ok(Message::Progress(p)));
-        assert!(FRAME_LEN <= 64, "a frame notice stays within one cache line");
+        assert!(
+            FRAME_LEN <= 64,
+            "a frame notice stays within one cache line"
+        );
     }
 
     #[test]
     fn garbage_is_rejected() {
         assert_eq!(decode(b"hi"), Err(ProtocolError::Short(2)));
-        assert!(matches!(decode(b"GET / HTTP/1.1\r\n"), Err(ProtocolError::BadMagic(_))));
+        assert!(matches!(
+            decode(b"GET / HTTP/1.1\r\n"),
+            Err(ProtocolError::BadMagic(_))
+        ));
         let mut b = Progress { sequence: 1 }.encode();
         b[4] = 9;
         assert_eq!(decode(&b), Err(ProtocolError::UnknownVersion { found: 9 }));
         let b = Progress { sequence: 1 }.encode();
-        assert!(matches!(decode(&b[..12]), Err(ProtocolError::BadLength { .. })));
+        assert!(matches!(
+            decode(&b[..12]),
+            Err(ProtocolError::BadLength { .. })
+        ));
         let mut b = Progress { sequence: 1 }.encode();
         b[6] = 42;
         assert_eq!(decode(&b), Err(ProtocolError::UnknownKind(42)));

@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -26,7 +27,11 @@ pub enum RecordingError {
     #[error("{0} already exists (pick another path, or remove it first)")]
     Exists(PathBuf),
     #[error("not enough space for {path}: needs {needed} bytes, {available} available")]
-    NoSpace { path: PathBuf, needed: u64, available: u64 },
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]
@@ -38,7 +43,10 @@ pub enum RecordingError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecordingError + '_ {
-    move |source| RecordingError::Io { path: path.to_path_buf(), source }
+    move |source| RecordingError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Current CLOCK_MONOTONIC and CLOCK_REALTIME in nanoseconds.
@@ -63,7 +71,10 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<(), RecordingError> {
     if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
         Err(RecordingError::Locked(path.to_path_buf()))
     } else {
-        Err(RecordingError::Io { path: path.to_path_buf(), source: e })
+        Err(RecordingError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })
     }
 }
 
@@ -80,10 +91,17 @@ pub fn create(path: &Path, header: &Header) -> Result<RecordingWriter, Recording
     }
     let size = header.layout.file_size;
     let available = nix::sys::statvfs::statvfs(&dir)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
-        .map_err(|e| RecordingError::Io { path: dir.clone(), source: e.into() })?;
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .map_err(|e| RecordingError::Io {
+            path: dir.clone(),
+            source: e.into(),
+        })?;
     if available < size {
-        return Err(RecordingError::NoSpace { path: path.to_path_buf(), needed: size, available });
+        return Err(RecordingError::NoSpace {
+            path: path.to_path_buf(),
+            needed: size,
+            available,
+        });
     }
     let file = OpenOptions::new()
         .read(true)
@@ -95,7 +113,10 @@ pub fn create(path: &Path, header: &Header) -> Result<RecordingWriter, Recording
             if e.kind() == io::ErrorKind::AlreadyExists {
                 RecordingError::Exists(path.to_path_buf())
             } else {
-                RecordingError::Io { path: path.to_path_buf(), source: e }
+                RecordingError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
             }
         })?;
     // From here on, remove the file if anything fails.
@@ -107,14 +128,20 @@ pub fn create(path: &Path, header: &Header) -> Result<RecordingWriter, Recording
         if rc != 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EFBIG) => {
-                    RecordingError::NoSpace { path: path.to_path_buf(), needed: size, available }
-                }
+                Some(libc::ENOSPC) | Some(libc::EFBIG) => RecordingError::NoSpace {
+                    path: path.to_path_buf(),
+                    needed: size,
+                    available,
+                },
                 Some(libc::EOPNOTSUPP) => RecordingError::NoFallocate(path.to_path_buf()),
-                _ => RecordingError::Io { path: path.to_path_buf(), source: e },
+                _ => RecordingError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                },
             });
         }
-        file.write_all_at(&header.encode(), 0).map_err(io_err(path))?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(io_err(path))?;
         file.sync_all().map_err(io_err(path))?;
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all(); // make the new directory entry durable
@@ -137,10 +164,16 @@ fn read_header(file: &File, path: &Path) -> Result<Header, RecordingError> {
     let len = file.metadata().map_err(io_err(path))?.len();
     let mut buf = vec![0u8; HEADER_SIZE as usize];
     let n = read_up_to(file, &mut buf).map_err(io_err(path))?;
-    let fmt_err = |source| RecordingError::Format { path: path.to_path_buf(), source };
+    let fmt_err = |source| RecordingError::Format {
+        path: path.to_path_buf(),
+        source,
+    };
     let header = Header::decode(&buf[..n]).map_err(fmt_err)?;
     if len < header.layout.file_size {
-        return Err(fmt_err(FormatError::Truncated { expected: header.layout.file_size, actual: len }));
+        return Err(fmt_err(FormatError::Truncated {
+            expected: header.layout.file_size,
+            actual: len,
+        }));
     }
     Ok(header)
 }
@@ -162,7 +195,9 @@ pub struct RecordingWriter {
     path: PathBuf,
     file: File,
     header: Header,
-    map: SharedMap,
+    /// Shared with the housekeeping thread, which prefaults and flushes
+    /// through this same mapping (page tables are per mapping).
+    map: Arc<SharedMap>,
     session: u32,
     /// Slots claimed so far (the next claim takes `claimed % slot_count`).
     claimed: u64,
@@ -171,8 +206,24 @@ pub struct RecordingWriter {
 }
 
 impl RecordingWriter {
-    fn new(path: &Path, file: File, header: Header, map: SharedMap, session: u32, next: u64) -> Self {
-        RecordingWriter { path: path.to_path_buf(), file, header, map, session, claimed: next, committed: next }
+    fn new(
+        path: &Path,
+        file: File,
+        header: Header,
+        map: SharedMap,
+        session: u32,
+        next: u64,
+    ) -> Self {
+        let map = Arc::new(map);
+        RecordingWriter {
+            path: path.to_path_buf(),
+            file,
+            header,
+            map,
+            session,
+            claimed: next,
+            committed: next,
+        }
     }
 
     pub fn header(&self) -> &Header {
@@ -184,7 +235,7 @@ impl RecordingWriter {
     pub fn file(&self) -> &File {
         &self.file
     }
-    pub fn map(&self) -> &SharedMap {
+    pub fn map(&self) -> &Arc<SharedMap> {
         &self.map
     }
     pub fn session(&self) -> u32 {
@@ -222,7 +273,11 @@ impl RecordingWriter {
         let index = slot.slot();
         let generation = self.map.commit(slot, &meta, crc);
         self.committed += 1;
-        Committed { slot: index, generation, meta }
+        Committed {
+            slot: index,
+            generation,
+            meta,
+        }
     }
 
     /// Make everything written so far durable (data, index and size).
@@ -295,21 +350,33 @@ impl RecordingReader {
     /// Check one slot: record consistent, generation committed, checksum of
     /// data and metadata matching.
     pub fn check_slot(&self, slot: u32) -> SlotStatus {
-        let Some(snap) = self.map.snapshot(slot) else { return SlotStatus::Busy };
+        let Some(snap) = self.map.snapshot(slot) else {
+            return SlotStatus::Busy;
+        };
         match generation_state(snap.generation) {
             GenerationState::Empty => return SlotStatus::Empty,
-            GenerationState::Writing => return SlotStatus::Incomplete { generation: snap.generation },
+            GenerationState::Writing => {
+                return SlotStatus::Incomplete {
+                    generation: snap.generation,
+                }
+            }
             GenerationState::Committed => {}
         }
         if snap.meta.bytes_used as u64 > self.header.layout.slot_size {
-            return SlotStatus::Corrupt { generation: snap.generation };
+            return SlotStatus::Corrupt {
+                generation: snap.generation,
+            };
         }
-        let crc = self.map.read_slot(slot, snap.generation, snap.meta.bytes_used as usize, |b| {
-            snap.meta.checksum(crc32c::crc32c(b))
-        });
+        let crc = self
+            .map
+            .read_slot(slot, snap.generation, snap.meta.bytes_used as usize, |b| {
+                snap.meta.checksum(crc32c::crc32c(b))
+            });
         match crc {
             Ok(c) if c == snap.crc => SlotStatus::Valid(snap.meta),
-            Ok(_) => SlotStatus::Corrupt { generation: snap.generation },
+            Ok(_) => SlotStatus::Corrupt {
+                generation: snap.generation,
+            },
             Err(_) => SlotStatus::Busy,
         }
     }
@@ -350,7 +417,11 @@ impl Scan {
         self.valid
             .windows(2)
             .filter(|w| w[0].1.session == w[1].1.session && w[1].1.sequence == w[0].1.sequence + 1)
-            .map(|w| w[1].1.source_sequence.saturating_sub(w[0].1.source_sequence + 1))
+            .map(|w| {
+                w[1].1
+                    .source_sequence
+                    .saturating_sub(w[0].1.source_sequence + 1)
+            })
             .sum()
     }
 

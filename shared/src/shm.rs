@@ -96,15 +96,27 @@ impl SharedMap {
     /// file is at least `layout.file_size` long and holds the writer lock.
     pub fn map_writable(file: &File, layout: Layout) -> std::io::Result<Self> {
         Self::check_len(file, &layout)?;
-        let map = MmapOptions::new().len(layout.file_size as usize).map_raw(file)?;
-        Ok(SharedMap { map, layout, writable: true })
+        let map = MmapOptions::new()
+            .len(layout.file_size as usize)
+            .map_raw(file)?;
+        Ok(SharedMap {
+            map,
+            layout,
+            writable: true,
+        })
     }
 
     /// Map `file` read-only and shared (the file may be opened read-only).
     pub fn map_read_only(file: &File, layout: Layout) -> std::io::Result<Self> {
         Self::check_len(file, &layout)?;
-        let map = MmapOptions::new().len(layout.file_size as usize).map_raw_read_only(file)?;
-        Ok(SharedMap { map, layout, writable: false })
+        let map = MmapOptions::new()
+            .len(layout.file_size as usize)
+            .map_raw_read_only(file)?;
+        Ok(SharedMap {
+            map,
+            layout,
+            writable: false,
+        })
     }
 
     /// Refuse to map past the end of the file: those pages would SIGBUS.
@@ -113,7 +125,10 @@ impl SharedMap {
         if len < layout.file_size {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("file is {len} bytes, the recording needs {}", layout.file_size),
+                format!(
+                    "file is {len} bytes, the recording needs {}",
+                    layout.file_size
+                ),
             ));
         }
         Ok(())
@@ -223,7 +238,14 @@ impl SharedMap {
         // Orders the odd store before every later write to the slot's data
         // or record (pairs with the reader's Acquire fence).
         fence(Ordering::Release);
-        ClaimedSlot { slot, generation: odd, ptr: self.slot_ptr(slot), len: self.layout.slot_size as usize }
+        ClaimedSlot {
+            slot,
+            generation: odd,
+            previous: g,
+            touched: false,
+            ptr: self.slot_ptr(slot),
+            len: self.layout.slot_size as usize,
+        }
     }
 
     /// Publish a claimed slot: record fields, then the even generation with
@@ -232,7 +254,8 @@ impl SharedMap {
     pub fn commit(&self, claimed: ClaimedSlot, meta: &crate::format::FrameMeta, crc: u32) -> u64 {
         let r = self.record(claimed.slot);
         r.sequence.store(meta.sequence, Ordering::Relaxed);
-        r.source_sequence.store(meta.source_sequence, Ordering::Relaxed);
+        r.source_sequence
+            .store(meta.source_sequence, Ordering::Relaxed);
         r.timestamp_ns.store(meta.timestamp_ns, Ordering::Relaxed);
         r.wall_ns.store(meta.wall_ns, Ordering::Relaxed);
         r.bytes_used.store(meta.bytes_used, Ordering::Relaxed);
@@ -244,12 +267,16 @@ impl SharedMap {
         even
     }
 
-    /// Abandon a claim (the source failed before filling it): the slot is
-    /// marked with a generation that readers treat as torn and `verify`
-    /// reports as never completed. The odd generation stays, which is the
-    /// truth: the slot's bytes are unknown.
-    pub fn abandon(&self, claimed: ClaimedSlot) {
-        drop(claimed);
+    /// Give back a claim that was never filled (capture stopped first).
+    /// If no byte of the slot was handed out, its previous generation is
+    /// restored (Release), so the frame it held stays valid. Otherwise the
+    /// odd generation stays, which is the truth: its bytes are unknown.
+    pub fn release(&self, claimed: ClaimedSlot) {
+        if !claimed.touched && claimed.previous % 2 == 0 {
+            self.record(claimed.slot)
+                .generation
+                .store(claimed.previous, Ordering::Release);
+        }
     }
 
     /// Ask the kernel to fault in writable page-table entries for slots
@@ -268,20 +295,29 @@ impl SharedMap {
     /// Byte range of slots `[first, first+count)` in the file.
     pub fn file_range(&self, first: u32, count: u32) -> (u64, u64) {
         let count = count.min(self.layout.slot_count - first);
-        (self.layout.slot_offset(first), count as u64 * self.layout.slot_size)
+        (
+            self.layout.slot_offset(first),
+            count as u64 * self.layout.slot_size,
+        )
     }
 
     fn range(&self, first: u32, count: u32) -> (*mut u8, usize) {
         let (off, len) = self.file_range(first, count);
         // SAFETY: `file_range` keeps `off + len <= file_size == map.len()`.
-        (unsafe { self.map.as_mut_ptr().add(off as usize) }, len as usize)
+        (
+            unsafe { self.map.as_mut_ptr().add(off as usize) },
+            len as usize,
+        )
     }
 
     /// Make the index records visible on disk order-wise (msync of the
     /// index region); used at shutdown.
     pub fn flush_index(&self) -> std::io::Result<()> {
         let l = self.layout;
-        self.map.flush_range(l.index_offset as usize, (l.data_offset - l.index_offset) as usize)
+        self.map.flush_range(
+            l.index_offset as usize,
+            (l.data_offset - l.index_offset) as usize,
+        )
     }
 }
 
@@ -291,6 +327,10 @@ impl SharedMap {
 pub struct ClaimedSlot {
     slot: u32,
     generation: u64,
+    /// Generation before the claim, restored if the claim is released unused.
+    previous: u64,
+    /// Whether the slot's bytes were handed to anyone (CPU or driver).
+    touched: bool,
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -312,6 +352,7 @@ impl ClaimedSlot {
     /// The one CPU copy of the MMAP path: copy `src` into the slot.
     pub fn copy_from(&mut self, src: &[u8]) {
         let n = src.len().min(self.len);
+        self.touched = true;
         // SAFETY: `n <= len` keeps the write inside the slot; `src` is
         // process-private memory, so the ranges cannot overlap. No one else
         // writes the slot: this claim is unique and the slot is not queued to
@@ -322,6 +363,7 @@ impl ClaimedSlot {
     /// Let `f` fill the slot in place (the built-in source renders straight
     /// into it, as a driver does through USERPTR).
     pub fn fill_with<R>(&mut self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.touched = true;
         // SAFETY: exclusive for the duration of `f`: this claim is unique, the
         // generation is odd so readers discard whatever they see, and the slot
         // is not queued to a driver. Readers in other processes only read.
@@ -340,7 +382,8 @@ impl ClaimedSlot {
     /// Hand the slot to a driver (V4L2 USERPTR): returns the address and
     /// length to queue. The claim becomes a `QueuedSlot`, which allows no
     /// CPU access until the driver has returned it.
-    pub fn into_queued(self) -> QueuedSlot {
+    pub fn into_queued(mut self) -> QueuedSlot {
+        self.touched = true;
         QueuedSlot { claim: self }
     }
 }
@@ -382,7 +425,12 @@ pub fn drop_cached(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: plain syscall on a valid fd; no memory is passed.
     let rc = unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), offset as i64, len as i64, libc::POSIX_FADV_DONTNEED)
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::POSIX_FADV_DONTNEED,
+        )
     };
     if rc == 0 {
         Ok(())

@@ -24,8 +24,16 @@ pub const STAMP_BITS: u32 = 64;
 const LUMA_ONE: u8 = 235;
 const LUMA_ZERO: u8 = 16;
 /// (U, V) of the eight bars: white, yellow, cyan, green, magenta, red, blue, black.
-const BARS_UV: [(u8, u8); 8] =
-    [(128, 128), (16, 146), (166, 16), (54, 34), (202, 222), (90, 240), (240, 110), (128, 128)];
+const BARS_UV: [(u8, u8); 8] = [
+    (128, 128),
+    (16, 146),
+    (166, 16),
+    (54, 34),
+    (202, 222),
+    (90, 240),
+    (240, 110),
+    (128, 128),
+];
 
 /// Precomputed rows for one frame format.
 pub struct Pattern {
@@ -73,7 +81,11 @@ impl Pattern {
             }
         }
         let double = |r: Vec<u8>| [r.as_slice(), r.as_slice()].concat();
-        Ok(Pattern { format, row2: double(row), chroma_row2: double(chroma) })
+        Ok(Pattern {
+            format,
+            row2: double(row),
+            chroma_row2: double(chroma),
+        })
     }
 
     pub fn format(&self) -> &FrameFormat {
@@ -115,7 +127,11 @@ impl Pattern {
         for y in 0..STAMP_ROWS as usize {
             let line = &mut dst[y * bpl..];
             for bit in 0..STAMP_BITS as usize {
-                let v = if seq >> bit & 1 == 1 { LUMA_ONE } else { LUMA_ZERO };
+                let v = if seq >> bit & 1 == 1 {
+                    LUMA_ONE
+                } else {
+                    LUMA_ZERO
+                };
                 for x in bit * cell..(bit + 1) * cell {
                     match f.fourcc {
                         YUYV => {
@@ -233,7 +249,11 @@ impl FrameSource for TestSource {
             crate::format::fourcc_str(f.fourcc),
             f.width,
             f.height,
-            if self.paced { self.interval.fps() as u32 } else { 0 }
+            if self.paced {
+                self.interval.fps() as u32
+            } else {
+                0
+            }
         )
     }
     fn delivery(&self) -> Delivery {
@@ -299,7 +319,10 @@ mod tests {
     fn frames_differ_and_move() {
         let f = FrameFormat::uncompressed(YUYV, 320, 240).unwrap();
         let p = Pattern::new(f).unwrap();
-        let (mut a, mut b) = (vec![0u8; f.frame_size as usize], vec![0u8; f.frame_size as usize]);
+        let (mut a, mut b) = (
+            vec![0u8; f.frame_size as usize],
+            vec![0u8; f.frame_size as usize],
+        );
         p.render(10, &mut a);
         p.render(11, &mut b);
         let body = (STAMP_ROWS * f.bytes_per_line) as usize..;
@@ -316,6 +339,9 @@ mod tests {
         p.render(5, &mut buf);
         buf[f.bytes_per_line as usize * 8 + 2] = 99;
         assert_eq!(Pattern::read_stamp(&f, &buf), None);
-        assert_eq!(Pattern::read_stamp(&f, &vec![0u8; f.frame_size as usize]), None);
+        assert_eq!(
+            Pattern::read_stamp(&f, &vec![0u8; f.frame_size as usize]),
+            None
+        );
     }
 }

@@ -1,0 +1,150 @@
+//! Per-frame statistics computed in place over a frame: mean luma and a
+//! motion score against the previous frame.
+//!
+//! Motion compares block means on a coarse grid (32x18) rather than the
+//! previous frame's pixels, so no frame data is ever copied or kept: the
+//! previous frame may already be overwritten in the ring.
+
+use crate::format::{fourcc, FrameFormat, GREY, NV12, YUYV};
+
+const GRID_W: usize = 32;
+const GRID_H: usize = 18;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FrameStats {
+    /// Mean luma, 0-255.
+    pub mean_luma: f32,
+    /// Mean absolute change of block luma since the previous frame, 0-255;
+    /// `None` for the first frame.
+    pub motion: Option<f32>,
+}
+
+/// Where the luma of a format lives: (bytes between samples, offset of
+/// the first sample) in the first plane; `None` if the format's luma cannot
+/// be read without decoding (e.g. MJPG).
+fn luma_layout(fourcc_code: u32) -> Option<(usize, usize)> {
+    match fourcc_code {
+        YUYV => Some((2, 0)),
+        c if c == fourcc(b"UYVY") => Some((2, 1)),
+        GREY | NV12 => Some((1, 0)),
+        c if c == fourcc(b"NV21") || c == fourcc(b"YU12") || c == fourcc(b"YV12") => Some((1, 0)),
+        // For packed RGB the green byte is a fair luma proxy.
+        c if c == fourcc(b"RGB3") || c == fourcc(b"BGR3") => Some((3, 1)),
+        _ => None,
+    }
+}
+
+pub struct Analyzer {
+    format: FrameFormat,
+    layout: Option<(usize, usize)>,
+    prev: Vec<u64>,
+    cur: Vec<u64>,
+    counts: Vec<u64>,
+    have_prev: bool,
+}
+
+impl Analyzer {
+    pub fn new(format: FrameFormat) -> Self {
+        let layout = luma_layout(format.fourcc);
+        let mut counts = vec![0u64; GRID_W * GRID_H];
+        if layout.is_some() {
+            let (w, h) = (format.width as usize, format.height as usize);
+            for (i, c) in counts.iter_mut().enumerate() {
+                let (bx, by) = (i % GRID_W, i / GRID_W);
+                let cols = (bx + 1) * w / GRID_W - bx * w / GRID_W;
+                let rows = (by + 1) * h / GRID_H - by * h / GRID_H;
+                *c = (cols * rows).max(1) as u64;
+            }
+        }
+        Analyzer {
+            format,
+            layout,
+            prev: vec![0; GRID_W * GRID_H],
+            cur: vec![0; GRID_W * GRID_H],
+            counts,
+            have_prev: false,
+        }
+    }
+
+    /// Whether this format's luma can be analysed.
+    pub fn supported(&self) -> bool {
+        self.layout.is_some()
+    }
+
+    /// Analyse one frame (no allocation). Returns `None` if the format is
+    /// not analysable or the frame is shorter than its geometry.
+    pub fn analyse(&mut self, frame: &[u8]) -> Option<FrameStats> {
+        let (step, first) = self.layout?;
+        let (w, h) = (self.format.width as usize, self.format.height as usize);
+        let bpl = self.format.bytes_per_line as usize;
+        if frame.len() < bpl * (h - 1) + w * step {
+            return None;
+        }
+        self.cur.iter_mut().for_each(|v| *v = 0);
+        let mut total = 0u64;
+        for y in 0..h {
+            let row = &frame[y * bpl..];
+            let by = y * GRID_H / h;
+            for bx in 0..GRID_W {
+                let (x0, x1) = (bx * w / GRID_W, (bx + 1) * w / GRID_W);
+                let sum: u64 = row[x0 * step + first..x1 * step]
+                    .iter()
+                    .step_by(step)
+                    .map(|&v| v as u64)
+                    .sum();
+                self.cur[by * GRID_W + bx] += sum;
+                total += sum;
+            }
+        }
+        let mean_luma = total as f32 / (w * h) as f32;
+        let motion = self.have_prev.then(|| {
+            let diff: f32 = self
+                .cur
+                .iter()
+                .zip(&self.prev)
+                .zip(&self.counts)
+                .map(|((c, p), n)| (*c as f32 - *p as f32).abs() / *n as f32)
+                .sum();
+            diff / (GRID_W * GRID_H) as f32
+        });
+        std::mem::swap(&mut self.cur, &mut self.prev);
+        self.have_prev = true;
+        Some(FrameStats { mean_luma, motion })
+    }
+
+    /// Forget the previous frame (after a gap, motion would be misleading).
+    pub fn reset_motion(&mut self) {
+        self.have_prev = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_frames_have_their_luma_and_no_motion() {
+        let f = FrameFormat::uncompressed(YUYV, 64, 36).unwrap();
+        let mut a = Analyzer::new(f);
+        let frame: Vec<u8> = (0..f.frame_size)
+            .map(|i| if i % 2 == 0 { 100 } else { 128 })
+            .collect();
+        let s = a.analyse(&frame).unwrap();
+        assert_eq!(s.mean_luma, 100.0);
+        assert_eq!(s.motion, None);
+        assert_eq!(a.analyse(&frame).unwrap().motion, Some(0.0));
+        let brighter: Vec<u8> = (0..f.frame_size)
+            .map(|i| if i % 2 == 0 { 110 } else { 128 })
+            .collect();
+        let s = a.analyse(&brighter).unwrap();
+        assert!((s.motion.unwrap() - 10.0).abs() < 1e-3, "{s:?}");
+    }
+
+    #[test]
+    fn unsupported_and_short_frames() {
+        let mut f = FrameFormat::uncompressed(GREY, 64, 36).unwrap();
+        assert!(Analyzer::new(f).analyse(&[0u8; 10]).is_none());
+        f.fourcc = fourcc(b"MJPG");
+        assert!(!Analyzer::new(f).supported());
+    }
+}
