@@ -1,1 +1,13 @@
+//! Integration tests: they run the real `pagecam-capture` and
+//! `pagecam-analyzer` binaries on real files and sockets in a fresh
+//! directory under cargo's target tmpdir, and check frame contents.
+//!
+//! Modules:
+//! - `util`: spawning the binaries with timeouts, reading their output.
+//! - `pipeline`: end to end with analyzers, wrap-around, kills, signals.
+//! - `bad_input`: bad paths, sizes, files and socket peers.
+//! - `vivid`: the same binaries against the vivid camera in a qemu guest.
 
+mod bad_input;
+mod pipeline;
+mod util;

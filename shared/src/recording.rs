@@ -336,6 +336,11 @@ impl RecordingReader {
         &self.header
     }
 
+    /// The slot's current generation.
+    pub fn generation(&self, slot: u32) -> u64 {
+        self.map.generation(slot)
+    }
+
     /// Read frame `generation` in `slot` in place; see `SharedMap::read_slot`.
     pub fn read_frame<R>(
         &self,

@@ -21,6 +21,8 @@ use super::{Delivery, Frame, FrameInfo, FrameSource, SourceError};
 
 pub const STAMP_ROWS: u32 = 16;
 pub const STAMP_BITS: u32 = 64;
+/// Buffers a paced test source holds before it drops frames, like a driver.
+pub const QUEUE_DEPTH: u64 = 4;
 const LUMA_ONE: u8 = 235;
 const LUMA_ZERO: u8 = 16;
 /// (U, V) of the eight bars: white, yellow, cyan, green, magenta, red, blue, black.
@@ -206,8 +208,9 @@ impl TestSource {
     }
 
     /// Wait for the next frame time, like a sensor does. A camera does not
-    /// wait for a late reader: if capture fell behind by whole intervals,
-    /// those frames are skipped and show up as a source-sequence gap.
+    /// wait for a late reader either: it has `QUEUE_DEPTH` buffers, and a
+    /// frame that finds them all full is lost, which shows up as a gap in
+    /// the source sequence.
     fn pace(&mut self) {
         if !self.paced {
             return;
@@ -218,8 +221,8 @@ impl TestSource {
         if now + 1000 < due {
             std::thread::sleep(Duration::from_nanos(due - now));
         } else {
-            let behind = (now - due) / period;
-            self.next_seq += behind;
+            let newest = (now - self.start_ns) / period;
+            self.next_seq = self.next_seq.max((newest + 1).saturating_sub(QUEUE_DEPTH));
         }
     }
 

@@ -1,0 +1,311 @@
+//! End to end with the real binaries on the built-in test source.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use pagecam::source::pattern::Pattern;
+
+use crate::util::*;
+
+#[test]
+fn two_analyzers_read_every_frame_in_place_and_the_file_verifies() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    let sock = dir.path().join("rec.sock");
+    let mut cap = capture();
+    cap.args([
+        "--size",
+        "320x240",
+        "--fps",
+        "60",
+        "--slots",
+        "400",
+        "--on-full",
+        "stop",
+        "--frames",
+        "240",
+    ])
+    .arg("-o")
+    .arg(&rec)
+    .arg("--socket")
+    .arg(&sock);
+    let cap = spawn(cap);
+    wait_for(&sock);
+    let analyzers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut a = analyzer();
+            a.args(["watch", "--checksum", "--socket"]).arg(&sock);
+            spawn(a)
+        })
+        .collect();
+    let cap_out = finish(cap, Duration::from_secs(60), "capture");
+    assert!(
+        cap_out.status.success(),
+        "capture failed: {}",
+        stderr(&cap_out)
+    );
+    let summary = capture_summary(&cap_out);
+    assert_eq!(summary["frames"], 240);
+    assert_eq!(summary["source_dropped"], 0, "{summary}");
+    assert_eq!(
+        summary["bytes_copied"], 0,
+        "direct delivery copies nothing: {summary}"
+    );
+
+    let pattern = Pattern::new(yuyv(320, 240)).unwrap();
+    for a in analyzers {
+        let out = finish(a, Duration::from_secs(30), "analyzer");
+        assert!(out.status.success(), "analyzer failed: {}", stderr(&out));
+        let (frames, s) = analyzer_lines(&out);
+        assert_eq!(s["end"], "capture finished");
+        assert_eq!(s["torn"], 0);
+        assert_eq!(
+            s["overwritten"], 0,
+            "a 400-slot ring is never overwritten: {s}"
+        );
+        assert!(
+            frames.len() >= 120,
+            "analyzer saw only {} of 240 frames",
+            frames.len()
+        );
+        assert_frames_match_pattern(&frames, &pattern);
+        // Consecutive frames of the moving pattern differ.
+        assert!(frames
+            .iter()
+            .filter_map(|f| f["motion"].as_f64())
+            .any(|m| m > 0.0));
+    }
+
+    let verify = run(
+        {
+            let mut v = analyzer();
+            v.arg("verify").arg(&rec);
+            v
+        },
+        "verify",
+    );
+    assert!(
+        verify.status.success(),
+        "verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert_eq!(assert_file_matches_pattern(&rec), 240);
+}
+
+#[test]
+fn copy_delivery_counts_one_copy_per_frame_and_records_the_same_frames() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    let mut cap = capture();
+    cap.args([
+        "--size", "256x64", "--format", "GREY", "--fps", "0", "--slots", "50", "--frames", "50",
+    ])
+    .args(["--on-full", "stop", "--delivery", "copy", "-o"])
+    .arg(&rec);
+    let out = run(cap, "capture");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = capture_summary(&out);
+    assert_eq!(s["bytes_copied_per_frame"], 256 * 64, "{s}");
+    assert_eq!(assert_file_matches_pattern(&rec), 50);
+}
+
+#[test]
+fn wrap_around_with_a_slow_analyzer_never_yields_torn_frames() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    let sock = dir.path().join("rec.sock");
+    let mut cap = capture();
+    cap.args([
+        "--size", "320x240", "--fps", "100", "--slots", "6", "--frames", "300",
+    ])
+    .arg("-o")
+    .arg(&rec)
+    .arg("--socket")
+    .arg(&sock);
+    let cap = spawn(cap);
+    wait_for(&sock);
+    // Spends 35 ms inside each in-place read: the writer laps it constantly.
+    let mut a = analyzer();
+    a.args(["watch", "--checksum", "--slow", "35ms", "--socket"])
+        .arg(&sock);
+    let a = spawn(a);
+    let cap_out = finish(cap, Duration::from_secs(60), "capture");
+    assert!(cap_out.status.success(), "{}", stderr(&cap_out));
+    let summary = capture_summary(&cap_out);
+    assert_eq!(summary["frames"], 300);
+    assert_eq!(
+        summary["source_dropped"], 0,
+        "a slow analyzer must not slow capture: {summary}"
+    );
+
+    let out = finish(a, Duration::from_secs(60), "analyzer");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (frames, s) = analyzer_lines(&out);
+    let lost = s["overwritten"].as_u64().unwrap() + s["torn"].as_u64().unwrap();
+    assert!(
+        lost > 0,
+        "the slow analyzer must detect overwritten or torn slots: {s}"
+    );
+    let accepted = frames.iter().filter(|f| f.get("lost").is_none()).count();
+    assert!(accepted > 0, "the analyzer accepted no frame at all: {s}");
+    // The essential property: every accepted frame is exactly its frame.
+    assert_frames_match_pattern(&frames, &Pattern::new(yuyv(320, 240)).unwrap());
+
+    let mut v = analyzer();
+    v.arg("verify").arg(&rec);
+    assert!(run(v, "verify").status.success());
+    assert_eq!(assert_file_matches_pattern(&rec), 6);
+}
+
+#[test]
+fn killing_an_analyzer_does_not_disturb_capture() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    let sock = dir.path().join("rec.sock");
+    let mut cap = capture();
+    cap.args([
+        "--size",
+        "320x240",
+        "--fps",
+        "50",
+        "--slots",
+        "300",
+        "--frames",
+        "150",
+        "--on-full",
+        "stop",
+    ])
+    .arg("-o")
+    .arg(&rec)
+    .arg("--socket")
+    .arg(&sock);
+    let cap = spawn(cap);
+    wait_for(&sock);
+    let spawn_watch = || {
+        let mut a = analyzer();
+        a.args(["watch", "--checksum", "--socket"]).arg(&sock);
+        spawn(a)
+    };
+    let victim = spawn_watch();
+    let survivor = spawn_watch();
+    std::thread::sleep(Duration::from_millis(1000));
+    kill(victim.pid(), Signal::SIGKILL).unwrap();
+    let victim_out = finish(victim, Duration::from_secs(10), "killed analyzer");
+    assert!(!victim_out.status.success());
+
+    let cap_out = finish(cap, Duration::from_secs(60), "capture");
+    assert!(cap_out.status.success(), "{}", stderr(&cap_out));
+    let summary = capture_summary(&cap_out);
+    assert_eq!(summary["frames"], 150);
+    assert_eq!(summary["source_dropped"], 0, "{summary}");
+    let out = finish(survivor, Duration::from_secs(30), "surviving analyzer");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (frames, s) = analyzer_lines(&out);
+    assert_eq!(s["end"], "capture finished");
+    assert_eq!(s["missed"], 0, "{s}");
+    assert_frames_match_pattern(&frames, &Pattern::new(yuyv(320, 240)).unwrap());
+    assert_eq!(assert_file_matches_pattern(&rec), 150);
+}
+
+#[test]
+fn killing_capture_ends_the_analyzer_clearly_and_committed_frames_verify() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    let sock = dir.path().join("rec.sock");
+    let mut cap = capture();
+    cap.args([
+        "--size",
+        "320x240",
+        "--fps",
+        "50",
+        "--slots",
+        "1000",
+        "--on-full",
+        "stop",
+    ])
+    .arg("-o")
+    .arg(&rec)
+    .arg("--socket")
+    .arg(&sock);
+    let cap = spawn(cap);
+    wait_for(&sock);
+    let mut a = analyzer();
+    a.args(["watch", "--checksum", "--socket"]).arg(&sock);
+    let a = spawn(a);
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(cap.pid(), Signal::SIGKILL).unwrap();
+    let _ = finish(cap, Duration::from_secs(10), "killed capture");
+
+    let out = finish(a, Duration::from_secs(15), "analyzer after capture died");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "analyzer exit code; stderr: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("capture went away"),
+        "{}",
+        stderr(&out)
+    );
+    let (frames, s) = analyzer_lines(&out);
+    assert_eq!(s["end"], "capture gone");
+    assert!(!frames.is_empty());
+
+    // Every frame the analyzer was told about is valid in the file: the
+    // page cache survives the process.
+    let mut v = analyzer();
+    v.args(["verify", "--json"]).arg(&rec);
+    let verify = run(v, "verify");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    let last_seen = frames.last().unwrap()["seq"].as_u64().unwrap();
+    assert!(
+        report["last_sequence"].as_u64().unwrap() >= last_seen,
+        "{report}"
+    );
+    assert_eq!(report["missing_sequences"], 0);
+    assert!(assert_file_matches_pattern(&rec) as u64 > last_seen);
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_tells_analyzers() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    let sock = dir.path().join("rec.sock");
+    let mut cap = capture();
+    cap.args(["--size", "320x240", "--fps", "30", "--slots", "64"])
+        .arg("-o")
+        .arg(&rec)
+        .arg("--socket")
+        .arg(&sock);
+    let cap = spawn(cap);
+    wait_for(&sock);
+    let mut a = analyzer();
+    a.args(["watch", "--socket"]).arg(&sock);
+    let a = spawn(a);
+    std::thread::sleep(Duration::from_millis(800));
+    kill(cap.pid(), Signal::SIGTERM).unwrap();
+    let cap_out = finish(cap, Duration::from_secs(10), "capture after SIGTERM");
+    assert!(cap_out.status.success(), "{}", stderr(&cap_out));
+    assert_eq!(
+        capture_summary(&cap_out)["stop_reason"],
+        "stopped by signal"
+    );
+    assert!(!sock.exists(), "socket removed on exit");
+    let out = finish(a, Duration::from_secs(10), "analyzer");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(analyzer_lines(&out).1["end"], "capture finished");
+    let mut v = analyzer();
+    v.arg("verify").arg(&rec);
+    let verify = run(v, "verify");
+    assert!(verify.status.success());
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("0 incomplete"),
+        "clean stop leaves no incomplete slot"
+    );
+}

@@ -1,0 +1,181 @@
+//! Helpers shared by the integration tests.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use pagecam::format::{FrameFormat, YUYV};
+use pagecam::recording::RecordingReader;
+use pagecam::source::pattern::Pattern;
+
+pub const CAPTURE: &str = env!("CARGO_BIN_EXE_pagecam-capture");
+pub const ANALYZER: &str = env!("CARGO_BIN_EXE_pagecam-analyzer");
+
+/// A fresh directory on the build's disk (a real filesystem, not tmpfs).
+pub fn workdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("pagecam-test-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temp dir")
+}
+
+pub fn capture() -> Command {
+    let mut c = Command::new(CAPTURE);
+    c.env("PAGECAM_LOG", "warn");
+    c
+}
+
+pub fn analyzer() -> Command {
+    Command::new(ANALYZER)
+}
+
+/// A started binary whose output is collected from the start, so a chatty
+/// child never blocks on a full pipe while the test waits for another one.
+pub struct Running {
+    pid: Pid,
+    done: Receiver<std::io::Result<Output>>,
+}
+
+impl Running {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+}
+
+pub fn spawn(mut cmd: Command) -> Running {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn binary");
+    let pid = Pid::from_raw(child.id() as i32);
+    let (tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    Running { pid, done }
+}
+
+/// Wait for a child, killing it and failing the test if it takes longer
+/// than `limit` (a hang fails fast with a message, it never blocks CI).
+pub fn finish(child: Running, limit: Duration, what: &str) -> Output {
+    match child.done.recv_timeout(limit) {
+        Ok(out) => out.expect("collect output"),
+        Err(_) => {
+            let _ = kill(child.pid, Signal::SIGKILL);
+            let out = child
+                .done
+                .recv()
+                .expect("waiter thread")
+                .expect("collect output");
+            panic!(
+                "{what} did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+pub fn run(cmd: Command, what: &str) -> Output {
+    finish(spawn(cmd), Duration::from_secs(60), what)
+}
+
+/// Wait until `path` exists (the capture's socket), or fail.
+pub fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn stdout_json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// The capture's final JSON summary (its only stdout line).
+pub fn capture_summary(out: &Output) -> serde_json::Value {
+    let lines = stdout_json_lines(out);
+    assert_eq!(
+        lines.len(),
+        1,
+        "capture stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    lines.into_iter().next().unwrap()
+}
+
+/// Split an analyzer's output into per-frame lines and its summary.
+pub fn analyzer_lines(out: &Output) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let mut lines = stdout_json_lines(out);
+    let summary = lines.pop().expect("analyzer printed a summary");
+    assert!(
+        summary.get("summary").is_some(),
+        "last line is the summary: {summary}"
+    );
+    (lines, summary["summary"].clone())
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn yuyv(w: u32, h: u32) -> FrameFormat {
+    FrameFormat::uncompressed(YUYV, w, h).unwrap()
+}
+
+/// CRC32C of the test pattern's frame `seq`: what a reader must see.
+pub fn expected_crc(pattern: &Pattern, seq: u64) -> u32 {
+    let mut buf = vec![0u8; pattern.format().frame_size as usize];
+    pattern.render(seq, &mut buf);
+    crc32c::crc32c(&buf)
+}
+
+/// Check every frame an analyzer accepted against the pattern. With no
+/// source drops, recording sequence == source sequence.
+pub fn assert_frames_match_pattern(frames: &[serde_json::Value], pattern: &Pattern) {
+    for f in frames.iter().filter(|f| f.get("lost").is_none()) {
+        let seq = f["seq"].as_u64().unwrap();
+        let crc = f["crc32c"].as_u64().expect("analyzer run with --checksum") as u32;
+        assert_eq!(
+            crc,
+            expected_crc(pattern, seq),
+            "frame {seq} as read by an analyzer is not frame {seq}: {f}"
+        );
+    }
+}
+
+/// Every valid frame in a recording holds exactly the pattern frame its
+/// index record names.
+pub fn assert_file_matches_pattern(path: &Path) -> usize {
+    let reader = RecordingReader::open(path).expect("open recording");
+    let pattern = Pattern::new(reader.header().format).unwrap();
+    let scan = reader.scan();
+    assert!(scan.corrupt.is_empty(), "corrupt slots {:?}", scan.corrupt);
+    let mut want = vec![0u8; reader.header().format.frame_size as usize];
+    for (slot, meta) in &scan.valid {
+        pattern.render(meta.source_sequence, &mut want);
+        let generation = reader.generation(*slot);
+        let same = reader
+            .read_frame(*slot, generation, meta.bytes_used, |b| b == want.as_slice())
+            .expect("offline read is stable");
+        assert!(
+            same,
+            "slot {slot} (sequence {}) does not hold its frame",
+            meta.sequence
+        );
+    }
+    scan.valid.len()
+}
