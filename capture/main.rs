@@ -152,6 +152,7 @@ fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAGECAM_LOG")
                 .unwrap_or_else(|_| "info".into()),
