@@ -354,10 +354,13 @@ fn inspect(file: PathBuf, json: bool) -> ExitCode {
         "slots       {} x {} bytes, on full: {} ({} bytes total)",
         r.slot_count, r.slot_size, r.on_full, r.file_size
     );
-    println!(
-        "frames      {} valid, sequences {:?}..={:?}, {} missing in between",
-        r.valid_frames, r.first_sequence, r.last_sequence, r.missing_sequences
-    );
+    match (r.first_sequence, r.last_sequence) {
+        (Some(a), Some(b)) => println!(
+            "frames      {} valid, sequences {a}..={b}, {} missing in between",
+            r.valid_frames, r.missing_sequences
+        ),
+        _ => println!("frames      none"),
+    }
     println!("time span   {:.3} s", r.span_seconds);
     println!(
         "dropped     {} by the source, {} error frames",

@@ -19,10 +19,10 @@ use serde::Serialize;
 
 use pagecam::capture::{self, Counters, Limits, StopReason};
 use pagecam::format::{self, FrameFormat, Header, Layout, OnFull};
-use pagecam::housekeeping::{Housekeeper, HousekeepingConfig};
+use pagecam::housekeeping::{Housekeeper, HousekeepingConfig, Placement};
 use pagecam::notify::{Notifier, NotifierConfig};
 use pagecam::protocol::{End, EndReason, Hello, STORE_RECORDING_FILE};
-use pagecam::recording::{self, wall_ns};
+use pagecam::recording::{self, wall_ns, Prealloc};
 use pagecam::source::pattern::TestSource;
 use pagecam::source::{Delivery, FrameSource};
 
@@ -39,9 +39,25 @@ const EXIT_SOCKET: u8 = 4;
     about = "Record a camera into a pre-allocated, mmap'd recording file; analyzers read frames in place."
 )]
 struct Args {
-    /// Recording file to create (must not exist).
+    /// Recording file to create (must not exist, unless --resume).
     #[arg(short, long)]
     output: PathBuf,
+    /// Continue an existing recording after its newest valid frame, with a
+    /// new session number (format and size come from the file).
+    #[arg(long)]
+    resume: bool,
+    /// How to reserve the file's blocks: `fallocate` (instant) or `zero`
+    /// (write the whole file once: no metadata changes while recording).
+    #[arg(long, value_enum, default_value_t = PreallocArg::Fallocate)]
+    prealloc: PreallocArg,
+    /// Frames older than this survive a power cut (fdatasync every half of it).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    max_loss: Duration,
+    /// Drop frames from the page cache once on disk and read by every
+    /// analyzer (keeps memory bounded on small boards; in wrap mode the next
+    /// lap must read pages back before rewriting them).
+    #[arg(long)]
+    drop_cache: bool,
     /// `test` for the built-in pattern, or a V4L2 device such as /dev/video0.
     #[arg(long, default_value = "test")]
     source: String,
@@ -94,6 +110,12 @@ struct Args {
 enum DeliveryArg {
     Direct,
     Copy,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PreallocArg {
+    Fallocate,
+    Zero,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -208,21 +230,52 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
     let mut source = open_source(&args)?;
     let format = source.format();
     let interval = source.interval();
-    let layout = layout_for(&args, &format, interval.fps()).map_err(fail(EXIT_USAGE))?;
-    let header = Header {
-        format,
-        interval,
-        layout,
-        on_full: match args.on_full {
-            OnFullArg::Wrap => OnFull::Wrap,
-            OnFullArg::Stop => OnFull::Stop,
-        },
-        created_ns: wall_ns(),
-        source: source.describe(),
+    let mut writer = if args.resume {
+        let w = recording::resume(&args.output)
+            .context("cannot resume the recording")
+            .map_err(fail(EXIT_STORAGE))?;
+        if w.header().format != format {
+            return Err(Failure(
+                EXIT_USAGE,
+                anyhow::anyhow!(
+                    "{} holds {} {}x{} ({} bytes/frame) but the source delivers {} {}x{} ({} bytes/frame)",
+                    args.output.display(),
+                    format::fourcc_str(w.header().format.fourcc),
+                    w.header().format.width,
+                    w.header().format.height,
+                    w.header().format.frame_size,
+                    format::fourcc_str(format.fourcc),
+                    format.width,
+                    format.height,
+                    format.frame_size
+                ),
+            ));
+        }
+        tracing::info!("resuming at sequence {} as session {}", w.committed(), w.session());
+        w
+    } else {
+        let layout = layout_for(&args, &format, interval.fps()).map_err(fail(EXIT_USAGE))?;
+        let header = Header {
+            format,
+            interval,
+            layout,
+            on_full: match args.on_full {
+                OnFullArg::Wrap => OnFull::Wrap,
+                OnFullArg::Stop => OnFull::Stop,
+            },
+            created_ns: wall_ns(),
+            source: source.describe(),
+        };
+        let prealloc = match args.prealloc {
+            PreallocArg::Fallocate => Prealloc::Fallocate,
+            PreallocArg::Zero => Prealloc::Zero,
+        };
+        recording::create(&args.output, &header, prealloc)
+            .context("cannot create the recording")
+            .map_err(fail(EXIT_STORAGE))?
     };
-    let mut writer = recording::create(&args.output, &header)
-        .with_context(|| "cannot create the recording")
-        .map_err(fail(EXIT_STORAGE))?;
+    let header = writer.header().clone();
+    let layout = header.layout;
     tracing::info!(
         "recording {} : {} {}x{} ({} bytes/frame), {} slots of {} bytes, {} MiB, on full: {:?}",
         args.output.display(),
@@ -268,18 +321,23 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         })?;
     }
     let counters = Arc::new(Counters::default());
+    let passed = {
+        let n = notifier.clone();
+        Box::new(move || n.clients().iter().map(|c| c.acked.map_or(0, |a| a + 1)).min().unwrap_or(u64::MAX))
+    };
     let housekeeper = Housekeeper::spawn(
         writer.map().clone(),
-        writer
-            .open_read_only()
-            .map_err(|e| Failure(EXIT_STORAGE, e.into()))?,
+        writer.open_read_only().map_err(|e| Failure(EXIT_STORAGE, e.into()))?,
         counters.clone(),
-        writer.committed(),
+        Placement { first_sequence: writer.committed(), slot_offset: writer.slot_offset() },
         HousekeepingConfig {
             prefault_bytes: if args.no_prefault { 0 } else { 32 << 20 },
             writeback: !args.no_writeback,
+            max_loss: args.max_loss,
+            drop_cache: args.drop_cache,
             ..Default::default()
         },
+        passed,
     )
     .map_err(|e| Failure(EXIT_STORAGE, e.into()))?;
     let status = status::Status::spawn(
@@ -301,7 +359,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         &counters,
     );
     drop(status);
-    drop(housekeeper);
+    housekeeper.finish();
     if let Some(note) = source.delivery_note() {
         tracing::warn!("{note}");
     }

@@ -1,29 +1,42 @@
 //! Work kept off the capture thread: prefaulting the slots it will write
-//! next, and starting writeback of the slots it has finished.
+//! next, writing back and persisting the slots it has finished, and
+//! dropping cached pages nobody needs any more.
 //!
-//! Writing through a file mapping faults once per 4 KiB page the first time
-//! (page allocation) and again after each writeback (dirty tracking write-
-//! protects clean pages). `MADV_POPULATE_WRITE` on the next slots takes
-//! those faults here instead. `sync_file_range(SYNC_FILE_RANGE_WRITE)` on
-//! finished slots starts writeback at once instead of after the kernel's
-//! dirty expiry (30 s by default), which bounds both the dirty memory and
-//! what a power cut can take.
+//! * Writing through a file mapping faults once per 4 KiB page the first
+//!   time (allocation) and again after each writeback (dirty tracking
+//!   write-protects clean pages). `MADV_POPULATE_WRITE` on the next slots
+//!   takes those faults here instead of on the capture thread.
+//! * `sync_file_range(SYNC_FILE_RANGE_WRITE)` on finished slots starts their
+//!   writeback at once instead of after the kernel's dirty expiry (30 s).
+//! * Every `max_loss / 2` an `fdatasync` makes everything committed before it
+//!   durable: data pages, index pages, the extent conversions of fallocated
+//!   ranges, and the device's write cache. So a frame committed at `t` is on
+//!   stable storage by `t + max_loss / 2 + (duration of one fdatasync)`; the
+//!   `durable` counter tells how far that holds (docs/FORMAT.md, "Durability").
+//! * With `drop_cache`, slots that are durable and that every analyzer has
+//!   passed are unmapped from capture's page tables and dropped from the
+//!   page cache (`posix_fadvise(DONTNEED)`), so a long recording does not
+//!   fill a small board's memory.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::capture::Counters;
 use crate::shm::SharedMap;
 
 pub struct HousekeepingConfig {
-    /// Bytes of slots to keep prefaulted ahead of the writer.
+    /// Bytes of slots to keep prefaulted ahead of the writer (0 = off).
     pub prefault_bytes: u64,
-    /// Start writeback of finished slots.
+    /// Start writeback of finished slots at once.
     pub writeback: bool,
+    /// Frames committed longer ago than this survive a power cut.
+    pub max_loss: Duration,
+    /// Drop slots from the page cache once durable and read.
+    pub drop_cache: bool,
     pub period: Duration,
 }
 
@@ -32,66 +45,103 @@ impl Default for HousekeepingConfig {
         HousekeepingConfig {
             prefault_bytes: 32 << 20,
             writeback: true,
+            max_loss: Duration::from_secs(1),
+            drop_cache: false,
             period: Duration::from_millis(5),
         }
     }
 }
 
+/// Progress shared with the status line and the caller.
+#[derive(Default)]
+pub struct Durability {
+    /// Every frame with a sequence below this is on stable storage.
+    pub durable: AtomicU64,
+    /// Longest single fdatasync so far, microseconds.
+    pub worst_sync_us: AtomicU64,
+    pub syncs: AtomicU64,
+}
+
+/// Where this session's frames live: frame `seq` is in slot
+/// `(seq + offset) % slot_count`.
+#[derive(Clone, Copy)]
+pub struct Placement {
+    pub first_sequence: u64,
+    pub slot_offset: u64,
+}
+
 pub struct Housekeeper {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    durability: Arc<Durability>,
 }
 
 impl Housekeeper {
-    /// `first_sequence` is the sequence of the next frame to be written.
+    /// `readers_passed` returns the oldest sequence every analyzer is past
+    /// (or `u64::MAX` with none), for `drop_cache`.
     pub fn spawn(
         map: Arc<SharedMap>,
         file: File,
         counters: Arc<Counters>,
-        first_sequence: u64,
+        placement: Placement,
         cfg: HousekeepingConfig,
+        readers_passed: Box<dyn Fn() -> u64 + Send>,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("pagecam-housekeeping".into())
-            .spawn(move || {
-                let mut state = State {
-                    map,
-                    file,
-                    next_flush: first_sequence,
-                    prefaulted_to: first_sequence,
-                    populate_ok: true,
-                };
-                let slot_size = state.map.layout().slot_size;
-                let ahead = (cfg.prefault_bytes / slot_size)
-                    .max(2)
-                    .min(state.map.layout().slot_count as u64 / 2);
-                while !flag.load(Ordering::Relaxed) {
-                    // Acquire pairs with the capture thread's Release store: the
-                    // slots below `committed` are fully written.
-                    let committed = counters
-                        .committed
-                        .load(Ordering::Acquire)
-                        .max(first_sequence);
-                    if ahead > 0 {
-                        state.prefault(committed, ahead);
-                    }
-                    if cfg.writeback {
-                        state.writeback(committed);
-                    }
-                    std::thread::sleep(cfg.period);
+        let durability = Arc::new(Durability::default());
+        durability.durable.store(placement.first_sequence, Ordering::Relaxed);
+        let (flag, dur) = (stop.clone(), durability.clone());
+        let thread = std::thread::Builder::new().name("pagecam-housekeeping".into()).spawn(move || {
+            let first = placement.first_sequence;
+            let mut s = State {
+                map,
+                file,
+                placement,
+                next_flush: first,
+                prefaulted_to: first,
+                dropped_to: first,
+                populate_ok: true,
+                last_sync: Instant::now(),
+            };
+            let slot_size = s.map.layout().slot_size;
+            let ahead = (cfg.prefault_bytes / slot_size).min(s.map.layout().slot_count as u64 / 2);
+            loop {
+                let stopping = flag.load(Ordering::Relaxed);
+                // Acquire pairs with the capture thread's Release store: the
+                // slots below `committed` are fully written.
+                let committed = counters.committed.load(Ordering::Acquire).max(first);
+                if ahead > 0 && !stopping {
+                    s.prefault(committed, ahead);
                 }
-            })?;
-        Ok(Housekeeper {
-            stop,
-            thread: Some(thread),
-        })
+                if cfg.writeback {
+                    s.writeback(committed);
+                }
+                if stopping || s.last_sync.elapsed() >= cfg.max_loss / 2 {
+                    s.persist(committed, &dur);
+                }
+                if cfg.drop_cache {
+                    let upto = dur.durable.load(Ordering::Relaxed).min(readers_passed());
+                    s.drop_cache(upto, committed);
+                }
+                if stopping {
+                    break;
+                }
+                std::thread::sleep(cfg.period);
+            }
+        })?;
+        Ok(Housekeeper { stop, thread: Some(thread), durability })
     }
-}
 
-impl Drop for Housekeeper {
-    fn drop(&mut self) {
+    pub fn durability(&self) -> &Arc<Durability> {
+        &self.durability
+    }
+
+    /// Stop after one last writeback and fdatasync of everything committed.
+    pub fn finish(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -99,22 +149,32 @@ impl Drop for Housekeeper {
     }
 }
 
+impl Drop for Housekeeper {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
 struct State {
     map: Arc<SharedMap>,
     file: File,
+    placement: Placement,
     next_flush: u64,
     prefaulted_to: u64,
+    dropped_to: u64,
     populate_ok: bool,
+    last_sync: Instant,
 }
 
 impl State {
-    /// Sequence `seq` lives in slot `seq % slot_count`; visit the slot runs
-    /// covering sequences `[from, to)` as contiguous ranges.
+    /// Visit the slot runs holding sequences `[from, to)` as contiguous
+    /// (first slot, count) ranges.
     fn slot_runs(&self, from: u64, to: u64, mut f: impl FnMut(u32, u32)) {
         let n = self.map.layout().slot_count as u64;
+        let to = to.min(from + n);
         let mut s = from;
         while s < to {
-            let slot = s % n;
+            let slot = (s + self.placement.slot_offset) % n;
             let run = (to - s).min(n - slot);
             f(slot as u32, run as u32);
             s += run;
@@ -125,19 +185,17 @@ impl State {
         if !self.populate_ok {
             return;
         }
-        // Skip the slot being written now (committed) and the next one the
-        // source may hold; stay `ahead` slots in front.
+        // Skip the slot being written now and the next one a source may
+        // hold; stay `ahead` slots in front.
         let from = self.prefaulted_to.max(committed + 2);
         let to = committed + 2 + ahead;
         if from >= to {
             return;
         }
         let mut ok = true;
-        self.slot_runs(from, to, |slot, count| {
-            ok &= self.map.populate_write(slot, count)
-        });
+        self.slot_runs(from, to, |slot, count| ok &= self.map.populate_write(slot, count));
         if !ok {
-            tracing::info!("MADV_POPULATE_WRITE unavailable (Linux < 5.14?); the capture thread takes page faults");
+            tracing::info!("MADV_POPULATE_WRITE unavailable (Linux < 5.14?); the capture thread takes the page faults");
             self.populate_ok = false;
         }
         self.prefaulted_to = to;
@@ -155,6 +213,32 @@ impl State {
         let l = self.map.layout();
         start_writeback(fd, l.index_offset, l.data_offset - l.index_offset);
         self.next_flush = committed;
+    }
+
+    /// fdatasync: everything committed before the call is durable after it.
+    fn persist(&mut self, committed: u64, dur: &Durability) {
+        let started = Instant::now();
+        self.last_sync = started;
+        if dur.durable.load(Ordering::Relaxed) >= committed {
+            return;
+        }
+        match self.file.sync_data() {
+            Ok(()) => {
+                dur.durable.store(committed, Ordering::Relaxed);
+                dur.syncs.fetch_add(1, Ordering::Relaxed);
+                dur.worst_sync_us.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!("fdatasync of the recording failed: {e}"),
+        }
+    }
+
+    fn drop_cache(&mut self, upto: u64, committed: u64) {
+        let upto = upto.min(committed);
+        if upto <= self.dropped_to {
+            return;
+        }
+        self.slot_runs(self.dropped_to, upto, |slot, count| self.map.drop_cached(&self.file, slot, count));
+        self.dropped_to = upto;
     }
 }
 

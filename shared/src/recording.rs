@@ -78,10 +78,26 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<(), RecordingError> {
     }
 }
 
+/// How the recording's blocks are reserved before the first frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prealloc {
+    /// `fallocate`: instant; blocks are reserved as *unwritten* extents, so
+    /// the first writeback of each range converts it (a small journaled
+    /// metadata change, made durable by the next `fdatasync`).
+    Fallocate,
+    /// Write zeros through the whole file and sync: slower to create, but
+    /// afterwards writeback changes no filesystem metadata at all.
+    Zero,
+}
+
 /// Create a recording file of `header.layout.file_size` bytes with every
 /// block allocated, the header written and synced, and the writer lock held.
-/// On any failure no file is left behind.
-pub fn create(path: &Path, header: &Header) -> Result<RecordingWriter, RecordingError> {
+///
+/// The file is built under a temporary name (`.NAME.partial`) and linked to
+/// `path` only once complete and durable, so a crash or power cut during
+/// creation leaves no half-made recording at `path`. On failure nothing is
+/// left behind.
+pub fn create(path: &Path, header: &Header, prealloc: Prealloc) -> Result<RecordingWriter, RecordingError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -89,73 +105,115 @@ pub fn create(path: &Path, header: &Header) -> Result<RecordingWriter, Recording
     if !dir.is_dir() {
         return Err(RecordingError::NoDirectory(dir));
     }
+    if path.exists() {
+        return Err(RecordingError::Exists(path.to_path_buf()));
+    }
     let size = header.layout.file_size;
     let available = nix::sys::statvfs::statvfs(&dir)
         .map(|s| s.blocks_available() * s.fragment_size())
-        .map_err(|e| RecordingError::Io {
-            path: dir.clone(),
-            source: e.into(),
-        })?;
+        .map_err(|e| RecordingError::Io { path: dir.clone(), source: e.into() })?;
     if available < size {
-        return Err(RecordingError::NoSpace {
-            path: path.to_path_buf(),
-            needed: size,
-            available,
-        });
+        return Err(RecordingError::NoSpace { path: path.to_path_buf(), needed: size, available });
     }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let partial = dir.join(format!(".{name}.partial"));
+    // A partial file is what a crash during an earlier creation left.
+    let _ = std::fs::remove_file(&partial);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(0o644)
-        .open(path)
-        .map_err(|e| {
+        .open(&partial)
+        .map_err(io_err(&partial))?;
+    let result = (|| {
+        lock_exclusive(&file, path)?;
+        allocate(&file, path, size, available, prealloc)?;
+        file.write_all_at(&header.encode(), 0).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+        std::fs::hard_link(&partial, path).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 RecordingError::Exists(path.to_path_buf())
             } else {
-                RecordingError::Io {
-                    path: path.to_path_buf(),
-                    source: e,
-                }
+                RecordingError::Io { path: path.to_path_buf(), source: e }
             }
         })?;
-    // From here on, remove the file if anything fails.
-    let result = (|| {
-        lock_exclusive(&file, path)?;
-        // SAFETY: fallocate on a valid fd; mode 0 allocates blocks and
-        // extends the size; no memory is passed.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EFBIG) => RecordingError::NoSpace {
-                    path: path.to_path_buf(),
-                    needed: size,
-                    available,
-                },
-                Some(libc::EOPNOTSUPP) => RecordingError::NoFallocate(path.to_path_buf()),
-                _ => RecordingError::Io {
-                    path: path.to_path_buf(),
-                    source: e,
-                },
-            });
-        }
-        file.write_all_at(&header.encode(), 0)
-            .map_err(io_err(path))?;
-        file.sync_all().map_err(io_err(path))?;
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all(); // make the new directory entry durable
-        }
-        let map = SharedMap::map_writable(&file, header.layout).map_err(io_err(path))?;
-        Ok(map)
+        sync_dir(&dir);
+        let _ = std::fs::remove_file(&partial);
+        sync_dir(&dir);
+        SharedMap::map_writable(&file, header.layout).map_err(io_err(path))
     })();
     match result {
-        Ok(map) => Ok(RecordingWriter::new(path, file, header.clone(), map, 1, 0)),
+        Ok(map) => Ok(RecordingWriter::new(path, file, header.clone(), map, 1, 0, 0)),
         Err(e) => {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&partial);
             Err(e)
         }
     }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn allocate(file: &File, path: &Path, size: u64, available: u64, how: Prealloc) -> Result<(), RecordingError> {
+    let no_space = || RecordingError::NoSpace { path: path.to_path_buf(), needed: size, available };
+    // SAFETY: fallocate on a valid fd; mode 0 allocates blocks and extends
+    // the size; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EFBIG) => no_space(),
+            Some(libc::EOPNOTSUPP) => RecordingError::NoFallocate(path.to_path_buf()),
+            _ => RecordingError::Io { path: path.to_path_buf(), source: e },
+        });
+    }
+    if how == Prealloc::Zero {
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < size {
+            let n = (size - at).min(zeros.len() as u64) as usize;
+            file.write_all_at(&zeros[..n], at).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOSPC) => no_space(),
+                _ => RecordingError::Io { path: path.to_path_buf(), source: e },
+            })?;
+            at += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Reopen an existing recording to continue it (`capture --resume`).
+///
+/// Takes the writer lock, checks the header and size, scans the index and
+/// positions the writer right after the newest valid frame: sequence
+/// numbers continue, the session number is one more than any found, and in
+/// wrap mode the next slot written is the one after the newest frame,
+/// which holds the oldest (never a newer valid frame).
+pub fn resume(path: &Path) -> Result<RecordingWriter, RecordingError> {
+    let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path))?;
+    lock_exclusive(&file, path)?;
+    let header = read_header(&file, path)?;
+    let map = SharedMap::map_writable(&file, header.layout).map_err(io_err(path))?;
+    let scan = scan_map(&map, &header);
+    let n = header.layout.slot_count;
+    let (next_seq, next_slot, session) = match scan.valid.last() {
+        Some((slot, meta)) => {
+            let session = scan.valid.iter().map(|(_, m)| m.session).max().unwrap_or(0) + 1;
+            (meta.sequence + 1, (slot + 1) % n, session)
+        }
+        None => (0, 0, 1),
+    };
+    let mut w = RecordingWriter::new(path, file, header, map, session, next_seq, next_slot);
+    // In stop mode only the slots after the newest frame are free; if that
+    // was the last slot, the recording is full.
+    if w.header.on_full == OnFull::Stop && next_slot == 0 && !scan.valid.is_empty() {
+        w.claimed_slots = n as u64;
+    }
+    Ok(w)
 }
 
 /// Read and validate the header of an open recording, including that the
@@ -199,9 +257,11 @@ pub struct RecordingWriter {
     /// through this same mapping (page tables are per mapping).
     map: Arc<SharedMap>,
     session: u32,
-    /// Slots claimed so far (the next claim takes `claimed % slot_count`).
-    claimed: u64,
-    /// Frames committed so far in the whole recording (the next sequence).
+    /// The slot the next claim takes (ring order).
+    next_slot: u32,
+    /// Slots claimed so far in ring positions (for `--on-full stop`).
+    claimed_slots: u64,
+    /// The sequence number of the next committed frame.
     committed: u64,
 }
 
@@ -212,7 +272,8 @@ impl RecordingWriter {
         header: Header,
         map: SharedMap,
         session: u32,
-        next: u64,
+        next_seq: u64,
+        next_slot: u32,
     ) -> Self {
         let map = Arc::new(map);
         RecordingWriter {
@@ -221,8 +282,9 @@ impl RecordingWriter {
             header,
             map,
             session,
-            claimed: next,
-            committed: next,
+            next_slot,
+            claimed_slots: next_slot as u64,
+            committed: next_seq,
         }
     }
 
@@ -241,9 +303,16 @@ impl RecordingWriter {
     pub fn session(&self) -> u32 {
         self.session
     }
-    /// Frames committed so far (the sequence number of the next frame).
+    /// The sequence number of the next frame.
     pub fn committed(&self) -> u64 {
         self.committed
+    }
+
+    /// Frames of this session go to slots in ring order: frame `sequence`
+    /// lives in slot `(sequence + slot_offset) % slot_count`.
+    pub fn slot_offset(&self) -> u64 {
+        let n = self.header.layout.slot_count as u64;
+        (self.next_slot as u64 + n - self.committed % n) % n
     }
 
     /// Open a read-only descriptor of the recording to pass to analyzers.
@@ -254,12 +323,13 @@ impl RecordingWriter {
     /// Claim the next slot in ring order, or `None` when the ring is full
     /// and the policy is `Stop`.
     pub fn claim_next(&mut self) -> Option<ClaimedSlot> {
-        let n = self.header.layout.slot_count as u64;
-        if self.header.on_full == OnFull::Stop && self.claimed >= n {
+        let n = self.header.layout.slot_count;
+        if self.header.on_full == OnFull::Stop && self.claimed_slots >= n as u64 {
             return None;
         }
-        let slot = (self.claimed % n) as u32;
-        self.claimed += 1;
+        let slot = self.next_slot;
+        self.next_slot = (slot + 1) % n;
+        self.claimed_slots += 1;
         Some(self.map.claim(slot))
     }
 
@@ -355,53 +425,52 @@ impl RecordingReader {
     /// Check one slot: record consistent, generation committed, checksum of
     /// data and metadata matching.
     pub fn check_slot(&self, slot: u32) -> SlotStatus {
-        let Some(snap) = self.map.snapshot(slot) else {
-            return SlotStatus::Busy;
-        };
-        match generation_state(snap.generation) {
-            GenerationState::Empty => return SlotStatus::Empty,
-            GenerationState::Writing => {
-                return SlotStatus::Incomplete {
-                    generation: snap.generation,
-                }
-            }
-            GenerationState::Committed => {}
-        }
-        if snap.meta.bytes_used as u64 > self.header.layout.slot_size {
-            return SlotStatus::Corrupt {
-                generation: snap.generation,
-            };
-        }
-        let crc = self
-            .map
-            .read_slot(slot, snap.generation, snap.meta.bytes_used as usize, |b| {
-                snap.meta.checksum(crc32c::crc32c(b))
-            });
-        match crc {
-            Ok(c) if c == snap.crc => SlotStatus::Valid(snap.meta),
-            Ok(_) => SlotStatus::Corrupt {
-                generation: snap.generation,
-            },
-            Err(_) => SlotStatus::Busy,
-        }
+        check_slot(&self.map, &self.header, slot)
     }
 
     /// Check every slot (what `verify` and `inspect` report).
     pub fn scan(&self) -> Scan {
-        let mut scan = Scan::default();
-        for slot in 0..self.header.layout.slot_count {
-            let status = self.check_slot(slot);
-            match status {
-                SlotStatus::Empty => scan.empty += 1,
-                SlotStatus::Busy => scan.busy += 1,
-                SlotStatus::Incomplete { .. } => scan.incomplete.push(slot),
-                SlotStatus::Corrupt { .. } => scan.corrupt.push(slot),
-                SlotStatus::Valid(m) => scan.valid.push((slot, m)),
-            }
-        }
-        scan.valid.sort_by_key(|(_, m)| m.sequence);
-        scan
+        scan_map(&self.map, &self.header)
     }
+}
+
+fn check_slot(map: &SharedMap, header: &Header, slot: u32) -> SlotStatus {
+    let Some(snap) = map.snapshot(slot) else {
+        return SlotStatus::Busy;
+    };
+    let generation = snap.generation;
+    match generation_state(generation) {
+        GenerationState::Empty => return SlotStatus::Empty,
+        GenerationState::Writing => return SlotStatus::Incomplete { generation },
+        GenerationState::Committed => {}
+    }
+    if snap.meta.bytes_used as u64 > header.layout.slot_size {
+        return SlotStatus::Corrupt { generation };
+    }
+    let crc = map.read_slot(slot, generation, snap.meta.bytes_used as usize, |b| {
+        snap.meta.checksum(crc32c::crc32c(b))
+    });
+    match crc {
+        Ok(c) if c == snap.crc => SlotStatus::Valid(snap.meta),
+        Ok(_) => SlotStatus::Corrupt { generation },
+        Err(_) => SlotStatus::Busy,
+    }
+}
+
+/// Check every slot of a mapped recording.
+fn scan_map(map: &SharedMap, header: &Header) -> Scan {
+    let mut scan = Scan::default();
+    for slot in 0..header.layout.slot_count {
+        match check_slot(map, header, slot) {
+            SlotStatus::Empty => scan.empty += 1,
+            SlotStatus::Busy => scan.busy += 1,
+            SlotStatus::Incomplete { .. } => scan.incomplete.push(slot),
+            SlotStatus::Corrupt { .. } => scan.corrupt.push(slot),
+            SlotStatus::Valid(m) => scan.valid.push((slot, m)),
+        }
+    }
+    scan.valid.sort_by_key(|(_, m)| m.sequence);
+    scan
 }
 
 /// The result of checking every slot.

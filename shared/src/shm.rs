@@ -37,7 +37,7 @@ use crate::format::{Layout, RECORD_SIZE};
 #[cfg(target_endian = "big")]
 compile_error!("the recording format is little-endian and its counters are native atomics");
 
-/// One index record as it sits in the mapping (FORMAT.md, "Index record").
+/// One index record as it sits in the mapping (docs/FORMAT.md, "Index record").
 ///
 /// Every field is an atomic because another process may read or write it
 /// at any moment; plain fields would let the compiler assume they do not
@@ -292,6 +292,43 @@ impl SharedMap {
         rc == 0
     }
 
+    /// Drop slots `[first, first + count)` from memory: unmap them from this
+    /// mapping's page tables, then drop the (clean) pages from the page cache.
+    /// Call only for slots already written back, or the dirty pages stay.
+    pub fn drop_cached(&self, file: &File, first: u32, count: u32) {
+        use std::os::fd::AsRawFd;
+        let (ptr, len) = self.range(first, count);
+        let (off, _) = self.file_range(first, count);
+        // SAFETY: the range is inside the mapping. For a MAP_SHARED file
+        // mapping, MADV_DONTNEED only zaps page-table entries: the data stays
+        // in the page cache (dirty state is carried over), and a later access
+        // faults the same page back in (madvise(2)). So no byte anyone wrote
+        // is lost, even if a writer is active on the range. posix_fadvise
+        // takes no memory.
+        unsafe {
+            libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_DONTNEED);
+            libc::posix_fadvise(file.as_raw_fd(), off as i64, len as i64, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+
+    /// Start address and length of the mapping (to find it in /proc/self/smaps).
+    pub fn address_range(&self) -> (usize, usize) {
+        (self.map.as_ptr() as usize, self.map.len())
+    }
+
+    /// Resident bytes of the mapping (pages in memory), via mincore(2).
+    pub fn resident_bytes(&self) -> u64 {
+        let len = self.map.len();
+        let mut vec = vec![0u8; len.div_ceil(4096)];
+        // SAFETY: the whole mapping is valid; `vec` has one byte per page as
+        // mincore(2) requires (page size 4096, checked by the layout's PAGE).
+        let rc = unsafe { libc::mincore(self.map.as_mut_ptr() as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        if rc != 0 {
+            return 0;
+        }
+        vec.iter().filter(|b| *b & 1 == 1).count() as u64 * 4096
+    }
+
     /// Byte range of slots `[first, first+count)` in the file.
     pub fn file_range(&self, first: u32, count: u32) -> (u64, u64) {
         let count = count.min(self.layout.slot_count - first);
@@ -416,26 +453,6 @@ impl QueuedSlot {
     /// (`VIDIOC_DQBUF` returned it) or streaming was turned off.
     pub unsafe fn into_claimed(self) -> ClaimedSlot {
         self.claim
-    }
-}
-
-/// Discard the caller's view of pages (after they are on disk) so a long
-/// recording does not fill memory: `posix_fadvise(DONTNEED)` on the file.
-pub fn drop_cached(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: plain syscall on a valid fd; no memory is passed.
-    let rc = unsafe {
-        libc::posix_fadvise(
-            file.as_raw_fd(),
-            offset as i64,
-            len as i64,
-            libc::POSIX_FADV_DONTNEED,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::from_raw_os_error(rc))
     }
 }
 
