@@ -251,7 +251,11 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
                 ),
             ));
         }
-        tracing::info!("resuming at sequence {} as session {}", w.committed(), w.session());
+        tracing::info!(
+            "resuming at sequence {} as session {}",
+            w.committed(),
+            w.session()
+        );
         w
     } else {
         let layout = layout_for(&args, &format, interval.fps()).map_err(fail(EXIT_USAGE))?;
@@ -323,13 +327,24 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
     let counters = Arc::new(Counters::default());
     let passed = {
         let n = notifier.clone();
-        Box::new(move || n.clients().iter().map(|c| c.acked.map_or(0, |a| a + 1)).min().unwrap_or(u64::MAX))
+        Box::new(move || {
+            n.clients()
+                .iter()
+                .map(|c| c.acked.map_or(0, |a| a + 1))
+                .min()
+                .unwrap_or(u64::MAX)
+        })
     };
     let housekeeper = Housekeeper::spawn(
         writer.map().clone(),
-        writer.open_read_only().map_err(|e| Failure(EXIT_STORAGE, e.into()))?,
+        writer
+            .open_read_only()
+            .map_err(|e| Failure(EXIT_STORAGE, e.into()))?,
         counters.clone(),
-        Placement { first_sequence: writer.committed(), slot_offset: writer.slot_offset() },
+        Placement {
+            first_sequence: writer.committed(),
+            slot_offset: writer.slot_offset(),
+        },
         HousekeepingConfig {
             prefault_bytes: if args.no_prefault { 0 } else { 32 << 20 },
             writeback: !args.no_writeback,
@@ -340,11 +355,13 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         passed,
     )
     .map_err(|e| Failure(EXIT_STORAGE, e.into()))?;
-    let status = status::Status::spawn(
-        counters.clone(),
-        notifier.clone(),
-        source.delivery().name().to_string(),
-    );
+    let status = status::Status::spawn(status::Watched {
+        counters: counters.clone(),
+        notifier: notifier.clone(),
+        durability: housekeeper.durability().clone(),
+        map: writer.map().clone(),
+        mode: source.delivery().name().to_string(),
+    });
 
     let limits = Limits {
         frames: args.frames,

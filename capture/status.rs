@@ -7,7 +7,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pagecam::capture::Counters;
+use pagecam::housekeeping::Durability;
 use pagecam::notify::Notifier;
+use pagecam::shm::SharedMap;
+
+/// What the status line watches.
+pub struct Watched {
+    pub counters: Arc<Counters>,
+    pub notifier: Arc<Notifier>,
+    pub durability: Arc<Durability>,
+    pub map: Arc<SharedMap>,
+    pub mode: String,
+}
 
 pub struct Status {
     stop: Arc<AtomicBool>,
@@ -15,13 +26,13 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn spawn(counters: Arc<Counters>, notifier: Arc<Notifier>, mode: String) -> Status {
+    pub fn spawn(w: Watched) -> Status {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let tty = std::io::stderr().is_terminal();
         let thread = std::thread::Builder::new()
             .name("pagecam-status".into())
-            .spawn(move || status_loop(&counters, &notifier, &mode, tty, &flag))
+            .spawn(move || status_loop(&w, tty, &flag))
             .ok();
         Status { stop, thread }
     }
@@ -36,7 +47,39 @@ impl Drop for Status {
     }
 }
 
-fn status_loop(c: &Counters, n: &Notifier, mode: &str, tty: bool, stop: &AtomicBool) {
+/// Dirty bytes of the mapping starting at `start`, from /proc/self/smaps.
+fn dirty_bytes(start: usize) -> u64 {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return 0;
+    };
+    let head = format!("{start:x}-");
+    let mut in_map = false;
+    let mut kb = 0;
+    for line in smaps.lines() {
+        if line
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_hexdigit())
+            && line.contains('-')
+            && !line.contains(':')
+            || line.starts_with(&head)
+        {
+            in_map = line.starts_with(&head);
+        } else if in_map
+            && (line.starts_with("Shared_Dirty:") || line.starts_with("Private_Dirty:"))
+        {
+            kb += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    kb * 1024
+}
+
+fn status_loop(w: &Watched, tty: bool, stop: &AtomicBool) {
+    let (c, n, mode) = (&w.counters, &w.notifier, &w.mode);
     let every = if tty {
         Duration::from_secs(1)
     } else {
@@ -60,13 +103,17 @@ fn status_loop(c: &Counters, n: &Notifier, mode: &str, tty: bool, stop: &AtomicB
             .iter()
             .map(|s| committed.saturating_sub(s.acked.map_or(0, |a| a + 1)))
             .max();
+        let durable = w.durability.durable.load(Ordering::Relaxed);
+        let resident = w.map.resident_bytes() >> 20;
+        let dirty = dirty_bytes(w.map.address_range().0) >> 20;
         let line = format!(
-            "{fps:6.1} fps  {frames} frames  {} dropped  {} errors  {mbs:7.1} MB/s  {} analyzers{}  {} notices dropped  [{mode}]",
+            "{fps:6.1} fps  {frames} frames  {} dropped  {} errors  {mbs:7.1} MB/s  {} analyzers{}  {} notices dropped  {} not yet durable  {resident} MiB cached, {dirty} MiB dirty  [{mode}]",
             c.source_dropped.load(Ordering::Relaxed),
             c.error_frames.load(Ordering::Relaxed),
             clients.len(),
             lag.map(|l| format!(" (slowest {l} behind)")).unwrap_or_default(),
             n.total_dropped(),
+            committed.saturating_sub(durable),
         );
         if tty {
             let mut e = std::io::stderr().lock();
