@@ -24,6 +24,7 @@ use pagecam::notify::{Notifier, NotifierConfig};
 use pagecam::protocol::{End, EndReason, Hello, STORE_RECORDING_FILE};
 use pagecam::recording::{self, wall_ns, Prealloc};
 use pagecam::source::pattern::TestSource;
+use pagecam::source::v4l2::{self, IoMode, V4l2Config, V4l2Source};
 use pagecam::source::{Delivery, FrameSource};
 
 /// Exit codes (README, "Exit codes").
@@ -40,8 +41,14 @@ const EXIT_SOCKET: u8 = 4;
 )]
 struct Args {
     /// Recording file to create (must not exist, unless --resume).
-    #[arg(short, long)]
-    output: PathBuf,
+    #[arg(short, long, required_unless_present_any = ["list_devices", "list_formats"])]
+    output: Option<PathBuf>,
+    /// List V4L2 devices (driver, card, bus, capabilities) and exit.
+    #[arg(long)]
+    list_devices: bool,
+    /// List a device's formats, frame sizes and intervals and exit.
+    #[arg(long, value_name = "DEVICE")]
+    list_formats: Option<PathBuf>,
     /// Continue an existing recording after its newest valid frame, with a
     /// new session number (format and size come from the file).
     #[arg(long)]
@@ -62,14 +69,32 @@ struct Args {
     #[arg(long, default_value = "test")]
     source: String,
     /// Pixel format (fourcc), e.g. YUYV, GREY, NV12.
-    #[arg(long, default_value = "YUYV")]
-    format: String,
+    /// [default: YUYV for the test source; the device's current format for V4L2]
+    #[arg(long)]
+    format: Option<String>,
     /// Frame size WIDTHxHEIGHT.
-    #[arg(long, default_value = "640x480", value_parser = parse_geometry)]
-    size: (u32, u32),
+    /// [default: 640x480 for the test source; the device's current size for V4L2]
+    #[arg(long, value_parser = parse_geometry)]
+    size: Option<(u32, u32)>,
     /// Frames per second (test source: 0 = as fast as possible).
-    #[arg(long, default_value_t = 30)]
-    fps: u32,
+    /// [default: 30 for the test source; the device's current rate for V4L2]
+    #[arg(long)]
+    fps: Option<u32>,
+    /// V4L2 I/O: `userptr` (the driver writes into the recording: zero
+    /// copies), `mmap` (driver buffers, one copy per frame), or `auto`
+    /// (userptr, falling back to mmap when the driver or kernel refuses).
+    #[arg(long, default_value = "auto")]
+    io: IoMode,
+    /// V4L2 buffers to request.
+    #[arg(long, default_value_t = 4)]
+    buffers: u32,
+    /// Stop with an error if the device delivers no frame for this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    frame_timeout: Duration,
+    /// Set a V4L2 control before streaming, by its v4l2-ctl name
+    /// (e.g. --ctrl test_pattern=0); repeatable.
+    #[arg(long = "ctrl", value_name = "NAME=VALUE", value_parser = parse_ctrl)]
+    controls: Vec<(String, i64)>,
     /// Test source: fill slots in place like a USERPTR driver (`direct`),
     /// or fill a buffer of its own that is copied once like MMAP (`copy`).
     #[arg(long, value_enum, default_value_t = DeliveryArg::Direct)]
@@ -134,6 +159,15 @@ fn parse_geometry(s: &str) -> Result<(u32, u32), String> {
     ))
 }
 
+fn parse_ctrl(s: &str) -> Result<(String, i64), String> {
+    let (k, v) = s.split_once('=').ok_or("expected NAME=VALUE")?;
+    let v = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("control value '{v}' is not an integer"))?;
+    Ok((k.trim().to_string(), v))
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| format!("{e} (e.g. 512MiB, 2GiB)"))
 }
@@ -182,6 +216,9 @@ fn main() -> ExitCode {
         .init();
     pagecam::shm::sigbus::install();
     let args = Args::parse();
+    if args.list_devices || args.list_formats.is_some() {
+        return list(&args);
+    }
     match run(args) {
         Ok(code) => code,
         Err(Failure(code, e)) => {
@@ -192,26 +229,63 @@ fn main() -> ExitCode {
 }
 
 fn open_source(args: &Args) -> Result<Box<dyn FrameSource>, Failure> {
-    let fourcc = parse_fourcc(&args.format).map_err(fail(EXIT_USAGE))?;
+    let fourcc = args
+        .format
+        .as_deref()
+        .map(parse_fourcc)
+        .transpose()
+        .map_err(fail(EXIT_USAGE))?;
     if args.source == "test" {
-        let (w, h) = args.size;
-        let format =
-            FrameFormat::uncompressed(fourcc, w, h).map_err(|e| Failure(EXIT_USAGE, e.into()))?;
+        let (w, h) = args.size.unwrap_or((640, 480));
+        let format = FrameFormat::uncompressed(fourcc.unwrap_or(format::YUYV), w, h)
+            .map_err(|e| Failure(EXIT_USAGE, e.into()))?;
         let delivery = match args.delivery {
             DeliveryArg::Direct => Delivery::Direct,
             DeliveryArg::Copy => Delivery::Copy,
         };
-        let src = TestSource::new(format, args.fps, delivery)
+        let src = TestSource::new(format, args.fps.unwrap_or(30), delivery)
             .map_err(|e| Failure(EXIT_USAGE, e.into()))?;
         return Ok(Box::new(src));
     }
-    Err(Failure(
-        EXIT_SOURCE,
-        anyhow::anyhow!(
-            "{}: V4L2 devices are not supported by this build",
-            args.source
-        ),
-    ))
+    let cfg = V4l2Config {
+        device: PathBuf::from(&args.source),
+        fourcc,
+        width: args.size.map(|s| s.0),
+        height: args.size.map(|s| s.1),
+        fps: args.fps,
+        io: args.io,
+        frame_timeout: args.frame_timeout,
+        buffers: args.buffers,
+        controls: args.controls.clone(),
+    };
+    let src = V4l2Source::open(&cfg).map_err(|e| Failure(EXIT_SOURCE, e.into()))?;
+    for note in src.negotiation_notes() {
+        tracing::warn!("{note}");
+    }
+    Ok(Box::new(src))
+}
+
+/// `--list-devices` / `--list-formats`.
+fn list(args: &Args) -> ExitCode {
+    if args.list_devices {
+        let devices = v4l2::list_devices();
+        if devices.is_empty() {
+            println!("no V4L2 devices (/dev/video*)");
+        }
+        for d in devices {
+            println!("{d}");
+        }
+    }
+    if let Some(dev) = &args.list_formats {
+        match v4l2::list_formats(dev) {
+            Ok(formats) => formats.iter().for_each(|f| println!("{f}")),
+            Err(e) => {
+                eprintln!("pagecam-capture: error: {e}");
+                return ExitCode::from(EXIT_SOURCE);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn layout_for(args: &Args, format: &FrameFormat, fps: f64) -> anyhow::Result<Layout> {
@@ -227,11 +301,12 @@ fn layout_for(args: &Args, format: &FrameFormat, fps: f64) -> anyhow::Result<Lay
 }
 
 fn run(args: Args) -> Result<ExitCode, Failure> {
+    let output = args.output.clone().expect("clap requires --output");
     let mut source = open_source(&args)?;
     let format = source.format();
     let interval = source.interval();
     let mut writer = if args.resume {
-        let w = recording::resume(&args.output)
+        let w = recording::resume(&output)
             .context("cannot resume the recording")
             .map_err(fail(EXIT_STORAGE))?;
         if w.header().format != format {
@@ -239,7 +314,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
                 EXIT_USAGE,
                 anyhow::anyhow!(
                     "{} holds {} {}x{} ({} bytes/frame) but the source delivers {} {}x{} ({} bytes/frame)",
-                    args.output.display(),
+                    output.display(),
                     format::fourcc_str(w.header().format.fourcc),
                     w.header().format.width,
                     w.header().format.height,
@@ -274,7 +349,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
             PreallocArg::Fallocate => Prealloc::Fallocate,
             PreallocArg::Zero => Prealloc::Zero,
         };
-        recording::create(&args.output, &header, prealloc)
+        recording::create(&output, &header, prealloc)
             .context("cannot create the recording")
             .map_err(fail(EXIT_STORAGE))?
     };
@@ -282,7 +357,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
     let layout = header.layout;
     tracing::info!(
         "recording {} : {} {}x{} ({} bytes/frame), {} slots of {} bytes, {} MiB, on full: {:?}",
-        args.output.display(),
+        output.display(),
         format::fourcc_str(format.fourcc),
         format.width,
         format.height,
@@ -293,7 +368,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         header.on_full
     );
     let socket = args.socket.clone().unwrap_or_else(|| {
-        let mut p = args.output.clone().into_os_string();
+        let mut p = output.clone().into_os_string();
         p.push(".sock");
         PathBuf::from(p)
     });
@@ -380,6 +455,8 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
     if let Some(note) = source.delivery_note() {
         tracing::warn!("{note}");
     }
+    // The driver must let go of the recording's pages before they are unmapped.
+    drop(source);
 
     let synced = writer.sync();
     let end_reason = if summary.reason.is_error() {
@@ -408,7 +485,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         stop_reason: summary.reason.to_string(),
         seconds: secs,
         fps: summary.frames as f64 / secs.max(1e-9),
-        output: args.output.clone(),
+        output: output.clone(),
     };
     println!(
         "{}",

@@ -1,4 +1,4 @@
-//! The notification protocol between capture and analyzers (PROTOCOL.md).
+//! The notification protocol between capture and analyzers (docs/PROTOCOL.md).
 //!
 //! Pure encoding and decoding. Every message is one `SOCK_SEQPACKET` record
 //! starting with an 8-byte preamble (magic, version, kind); integers are
@@ -21,6 +21,9 @@ pub const HELLO_LEN: usize = 80;
 pub const FRAME_LEN: usize = 56;
 pub const END_LEN: usize = 24;
 pub const PROGRESS_LEN: usize = 16;
+// A frame notice stays within one cache line.
+const _: () = assert!(FRAME_LEN <= 64);
+
 /// Largest message; receive buffers of this size never truncate.
 pub const MAX_LEN: usize = HELLO_LEN;
 

@@ -2,7 +2,7 @@
 //! each frame's number stamped into its pixels so any reader can check that
 //! the bytes it holds are the frame it was told about.
 //!
-//! Pattern (FORMAT.md, "Test pattern"): rows `0..16` carry the frame's
+//! Pattern (docs/FORMAT.md, "Test pattern"): rows `0..16` carry the frame's
 //! source sequence number as 64 cells (bit 0 leftmost), luma 235 for 1 and
 //! 16 for 0, chroma neutral. Every other row is a horizontal luma ramp with
 //! eight chroma bars, shifted left by `2 * ((y + 4 * (seq % (width / 2))) % (width / 2))`
