@@ -1,0 +1,178 @@
+//! Crash recovery on the host: `kill -9` of capture at many points, then
+//! `verify` and `--resume`. (Power cuts need a real kernel to cut: those
+//! tests are in `vivid`, on qemu guests.)
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use pagecam::recording::RecordingReader;
+
+use crate::util::*;
+
+/// A tiny deterministic generator, so a failing kill point can be replayed.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[test]
+fn twenty_kills_each_leave_a_valid_recording_that_resumes() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    let sock = dir.path().join("rec.sock");
+    let mut rng = Lcg(0x9e3779b97f4a7c15);
+    let mut last_seen_total = 0u64;
+    for round in 1..=20u32 {
+        let mut cap = capture();
+        cap.args(["--size", "320x240", "--fps", "200", "--slots", "96"])
+            .arg("-o")
+            .arg(&rec);
+        cap.arg("--socket").arg(&sock);
+        if round > 1 {
+            cap.arg("--resume");
+        }
+        let cap = spawn(cap);
+        wait_for(&sock);
+        let mut a = analyzer();
+        a.args(["watch", "--checksum", "--socket"]).arg(&sock);
+        let a = spawn(a);
+        std::thread::sleep(Duration::from_millis(100 + rng.next(400)));
+        kill(cap.pid(), Signal::SIGKILL).unwrap();
+        let cap_out = finish(cap, Duration::from_secs(10), "killed capture");
+        assert!(!cap_out.status.success());
+
+        let out = finish(a, Duration::from_secs(15), "analyzer after the kill");
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "round {round}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("capture went away"),
+            "{}",
+            stderr(&out)
+        );
+        let (frames, _) = analyzer_lines(&out);
+        if let Some(last) = frames.last() {
+            last_seen_total = last["seq"].as_u64().unwrap();
+        }
+
+        let mut v = analyzer();
+        v.args(["verify", "--json"]).arg(&rec);
+        let verify = run(v, "verify");
+        assert!(
+            verify.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+        assert_eq!(report["missing_sequences"], 0, "round {round}: {report}");
+        assert!(
+            report["last_sequence"].as_u64().unwrap() >= last_seen_total,
+            "round {round}: {report}"
+        );
+        assert_eq!(
+            report["sessions"].as_array().unwrap().last().unwrap(),
+            round,
+            "{report}"
+        );
+        // Every valid frame holds exactly its pattern frame.
+        assert_file_matches_pattern(&rec);
+        std::fs::remove_file(&sock).ok();
+    }
+    // Sequences only grow across sessions, and sessions are in order.
+    let reader = RecordingReader::open(&rec).unwrap();
+    let scan = reader.scan();
+    for w in scan.valid.windows(2) {
+        assert!(
+            w[1].1.sequence == w[0].1.sequence + 1 && w[1].1.session >= w[0].1.session,
+            "{w:?}"
+        );
+    }
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_first_records() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    let sock = dir.path().join("rec.sock");
+    let mut cap = capture();
+    cap.args(["--size", "320x240", "--fps", "30", "--slots", "32", "-o"])
+        .arg(&rec)
+        .arg("--socket")
+        .arg(&sock);
+    let first = spawn(cap);
+    wait_for(&sock);
+    let mut second = capture();
+    second
+        .args(["--size", "320x240", "--resume", "--frames", "1", "-o"])
+        .arg(&rec);
+    second.arg("--socket").arg(dir.path().join("other.sock"));
+    let out = run(second, "second capture");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("being recorded by another capture"),
+        "{}",
+        stderr(&out)
+    );
+    kill(first.pid(), Signal::SIGTERM).unwrap();
+    let out = finish(first, Duration::from_secs(10), "first capture");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_crash_during_creation_leaves_no_recording_at_the_target() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    // What a power cut during pre-allocation leaves: a partial file.
+    std::fs::write(dir.path().join(".rec.pcam.partial"), b"half").unwrap();
+    let mut v = analyzer();
+    v.arg("verify").arg(&rec);
+    assert_eq!(
+        run(v, "verify").status.code(),
+        Some(2),
+        "nothing at the target path"
+    );
+    let mut cap = capture();
+    cap.args([
+        "--size", "320x240", "--fps", "0", "--slots", "8", "--frames", "8", "-o",
+    ])
+    .arg(&rec);
+    let out = run(cap, "capture");
+    assert!(
+        out.status.success(),
+        "the stale partial file is replaced: {}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join(".rec.pcam.partial").exists());
+    assert_eq!(assert_file_matches_pattern(&rec), 8);
+}
+
+#[test]
+fn zero_preallocation_and_cache_dropping_record_the_same_frames() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    let mut cap = capture();
+    cap.args([
+        "--size", "320x240", "--fps", "0", "--slots", "40", "--frames", "100",
+    ])
+    .args([
+        "--prealloc",
+        "zero",
+        "--drop-cache",
+        "--max-loss",
+        "100ms",
+        "-o",
+    ])
+    .arg(&rec);
+    let out = run(cap, "capture");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(assert_file_matches_pattern(&rec), 40);
+}
