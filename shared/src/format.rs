@@ -1,6 +1,6 @@
 //! The recording file's on-disk format: header, index records, layout.
 //!
-//! Pure encoding and decoding, no I/O and no `unsafe`: `FORMAT.md` is the
+//! Pure encoding and decoding, no I/O and no `unsafe`: `docs/FORMAT.md` is the
 //! normative description and every offset below is named there. All integers
 //! are little-endian. The header is written once, before the first frame,
 //! and never changes afterwards, so a crash can never leave it half-written.
@@ -202,7 +202,7 @@ pub fn align_up(v: u64, to: u64) -> u64 {
     v.div_ceil(to) * to
 }
 
-/// The decoded header (FORMAT.md, "Header").
+/// The decoded header (docs/FORMAT.md, "Header").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     pub format: FrameFormat,
@@ -419,7 +419,7 @@ impl FrameMeta {
     }
 }
 
-/// A slot's state as told by its generation (FORMAT.md, "Generations").
+/// A slot's state as told by its generation (docs/FORMAT.md, "Generations").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GenerationState {
     /// Generation 0: the slot has never been written.

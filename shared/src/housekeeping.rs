@@ -89,47 +89,56 @@ impl Housekeeper {
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let durability = Arc::new(Durability::default());
-        durability.durable.store(placement.first_sequence, Ordering::Relaxed);
+        durability
+            .durable
+            .store(placement.first_sequence, Ordering::Relaxed);
         let (flag, dur) = (stop.clone(), durability.clone());
-        let thread = std::thread::Builder::new().name("pagecam-housekeeping".into()).spawn(move || {
-            let first = placement.first_sequence;
-            let mut s = State {
-                map,
-                file,
-                placement,
-                next_flush: first,
-                prefaulted_to: first,
-                dropped_to: first,
-                populate_ok: true,
-                last_sync: Instant::now(),
-            };
-            let slot_size = s.map.layout().slot_size;
-            let ahead = (cfg.prefault_bytes / slot_size).min(s.map.layout().slot_count as u64 / 2);
-            loop {
-                let stopping = flag.load(Ordering::Relaxed);
-                // Acquire pairs with the capture thread's Release store: the
-                // slots below `committed` are fully written.
-                let committed = counters.committed.load(Ordering::Acquire).max(first);
-                if ahead > 0 && !stopping {
-                    s.prefault(committed, ahead);
+        let thread = std::thread::Builder::new()
+            .name("pagecam-housekeeping".into())
+            .spawn(move || {
+                let first = placement.first_sequence;
+                let mut s = State {
+                    map,
+                    file,
+                    placement,
+                    next_flush: first,
+                    prefaulted_to: first,
+                    dropped_to: first,
+                    populate_ok: true,
+                    last_sync: Instant::now(),
+                };
+                let slot_size = s.map.layout().slot_size;
+                let ahead =
+                    (cfg.prefault_bytes / slot_size).min(s.map.layout().slot_count as u64 / 2);
+                loop {
+                    let stopping = flag.load(Ordering::Relaxed);
+                    // Acquire pairs with the capture thread's Release store: the
+                    // slots below `committed` are fully written.
+                    let committed = counters.committed.load(Ordering::Acquire).max(first);
+                    if ahead > 0 && !stopping {
+                        s.prefault(committed, ahead);
+                    }
+                    if cfg.writeback {
+                        s.writeback(committed);
+                    }
+                    if stopping || s.last_sync.elapsed() >= cfg.max_loss / 2 {
+                        s.persist(committed, &dur);
+                    }
+                    if cfg.drop_cache {
+                        let upto = dur.durable.load(Ordering::Relaxed).min(readers_passed());
+                        s.drop_cache(upto, committed);
+                    }
+                    if stopping {
+                        break;
+                    }
+                    std::thread::sleep(cfg.period);
                 }
-                if cfg.writeback {
-                    s.writeback(committed);
-                }
-                if stopping || s.last_sync.elapsed() >= cfg.max_loss / 2 {
-                    s.persist(committed, &dur);
-                }
-                if cfg.drop_cache {
-                    let upto = dur.durable.load(Ordering::Relaxed).min(readers_passed());
-                    s.drop_cache(upto, committed);
-                }
-                if stopping {
-                    break;
-                }
-                std::thread::sleep(cfg.period);
-            }
-        })?;
-        Ok(Housekeeper { stop, thread: Some(thread), durability })
+            })?;
+        Ok(Housekeeper {
+            stop,
+            thread: Some(thread),
+            durability,
+        })
     }
 
     pub fn durability(&self) -> &Arc<Durability> {
@@ -193,7 +202,9 @@ impl State {
             return;
         }
         let mut ok = true;
-        self.slot_runs(from, to, |slot, count| ok &= self.map.populate_write(slot, count));
+        self.slot_runs(from, to, |slot, count| {
+            ok &= self.map.populate_write(slot, count)
+        });
         if !ok {
             tracing::info!("MADV_POPULATE_WRITE unavailable (Linux < 5.14?); the capture thread takes the page faults");
             self.populate_ok = false;
@@ -226,7 +237,8 @@ impl State {
             Ok(()) => {
                 dur.durable.store(committed, Ordering::Relaxed);
                 dur.syncs.fetch_add(1, Ordering::Relaxed);
-                dur.worst_sync_us.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                dur.worst_sync_us
+                    .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
             Err(e) => tracing::error!("fdatasync of the recording failed: {e}"),
         }
@@ -237,7 +249,9 @@ impl State {
         if upto <= self.dropped_to {
             return;
         }
-        self.slot_runs(self.dropped_to, upto, |slot, count| self.map.drop_cached(&self.file, slot, count));
+        self.slot_runs(self.dropped_to, upto, |slot, count| {
+            self.map.drop_cached(&self.file, slot, count)
+        });
         self.dropped_to = upto;
     }
 }

@@ -97,7 +97,11 @@ pub enum Prealloc {
 /// `path` only once complete and durable, so a crash or power cut during
 /// creation leaves no half-made recording at `path`. On failure nothing is
 /// left behind.
-pub fn create(path: &Path, header: &Header, prealloc: Prealloc) -> Result<RecordingWriter, RecordingError> {
+pub fn create(
+    path: &Path,
+    header: &Header,
+    prealloc: Prealloc,
+) -> Result<RecordingWriter, RecordingError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -111,11 +115,21 @@ pub fn create(path: &Path, header: &Header, prealloc: Prealloc) -> Result<Record
     let size = header.layout.file_size;
     let available = nix::sys::statvfs::statvfs(&dir)
         .map(|s| s.blocks_available() * s.fragment_size())
-        .map_err(|e| RecordingError::Io { path: dir.clone(), source: e.into() })?;
+        .map_err(|e| RecordingError::Io {
+            path: dir.clone(),
+            source: e.into(),
+        })?;
     if available < size {
-        return Err(RecordingError::NoSpace { path: path.to_path_buf(), needed: size, available });
+        return Err(RecordingError::NoSpace {
+            path: path.to_path_buf(),
+            needed: size,
+            available,
+        });
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let partial = dir.join(format!(".{name}.partial"));
     // A partial file is what a crash during an earlier creation left.
     let _ = std::fs::remove_file(&partial);
@@ -129,13 +143,17 @@ pub fn create(path: &Path, header: &Header, prealloc: Prealloc) -> Result<Record
     let result = (|| {
         lock_exclusive(&file, path)?;
         allocate(&file, path, size, available, prealloc)?;
-        file.write_all_at(&header.encode(), 0).map_err(io_err(path))?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(io_err(path))?;
         file.sync_all().map_err(io_err(path))?;
         std::fs::hard_link(&partial, path).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 RecordingError::Exists(path.to_path_buf())
             } else {
-                RecordingError::Io { path: path.to_path_buf(), source: e }
+                RecordingError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
             }
         })?;
         sync_dir(&dir);
@@ -144,7 +162,15 @@ pub fn create(path: &Path, header: &Header, prealloc: Prealloc) -> Result<Record
         SharedMap::map_writable(&file, header.layout).map_err(io_err(path))
     })();
     match result {
-        Ok(map) => Ok(RecordingWriter::new(path, file, header.clone(), map, 1, 0, 0)),
+        Ok(map) => Ok(RecordingWriter::new(
+            path,
+            file,
+            header.clone(),
+            map,
+            1,
+            0,
+            0,
+        )),
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
             Err(e)
@@ -158,8 +184,18 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-fn allocate(file: &File, path: &Path, size: u64, available: u64, how: Prealloc) -> Result<(), RecordingError> {
-    let no_space = || RecordingError::NoSpace { path: path.to_path_buf(), needed: size, available };
+fn allocate(
+    file: &File,
+    path: &Path,
+    size: u64,
+    available: u64,
+    how: Prealloc,
+) -> Result<(), RecordingError> {
+    let no_space = || RecordingError::NoSpace {
+        path: path.to_path_buf(),
+        needed: size,
+        available,
+    };
     // SAFETY: fallocate on a valid fd; mode 0 allocates blocks and extends
     // the size; no memory is passed.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
@@ -168,7 +204,10 @@ fn allocate(file: &File, path: &Path, size: u64, available: u64, how: Prealloc) 
         return Err(match e.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EFBIG) => no_space(),
             Some(libc::EOPNOTSUPP) => RecordingError::NoFallocate(path.to_path_buf()),
-            _ => RecordingError::Io { path: path.to_path_buf(), source: e },
+            _ => RecordingError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            },
         });
     }
     if how == Prealloc::Zero {
@@ -176,10 +215,14 @@ fn allocate(file: &File, path: &Path, size: u64, available: u64, how: Prealloc) 
         let mut at = 0u64;
         while at < size {
             let n = (size - at).min(zeros.len() as u64) as usize;
-            file.write_all_at(&zeros[..n], at).map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOSPC) => no_space(),
-                _ => RecordingError::Io { path: path.to_path_buf(), source: e },
-            })?;
+            file.write_all_at(&zeros[..n], at)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ENOSPC) => no_space(),
+                    _ => RecordingError::Io {
+                        path: path.to_path_buf(),
+                        source: e,
+                    },
+                })?;
             at += n as u64;
         }
     }
@@ -194,7 +237,11 @@ fn allocate(file: &File, path: &Path, size: u64, available: u64, how: Prealloc) 
 /// wrap mode the next slot written is the one after the newest frame,
 /// which holds the oldest (never a newer valid frame).
 pub fn resume(path: &Path) -> Result<RecordingWriter, RecordingError> {
-    let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
     lock_exclusive(&file, path)?;
     let header = read_header(&file, path)?;
     let map = SharedMap::map_writable(&file, header.layout).map_err(io_err(path))?;

@@ -307,7 +307,12 @@ impl SharedMap {
         // takes no memory.
         unsafe {
             libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_DONTNEED);
-            libc::posix_fadvise(file.as_raw_fd(), off as i64, len as i64, libc::POSIX_FADV_DONTNEED);
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                off as i64,
+                len as i64,
+                libc::POSIX_FADV_DONTNEED,
+            );
         }
     }
 
@@ -322,7 +327,13 @@ impl SharedMap {
         let mut vec = vec![0u8; len.div_ceil(4096)];
         // SAFETY: the whole mapping is valid; `vec` has one byte per page as
         // mincore(2) requires (page size 4096, checked by the layout's PAGE).
-        let rc = unsafe { libc::mincore(self.map.as_mut_ptr() as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        let rc = unsafe {
+            libc::mincore(
+                self.map.as_mut_ptr() as *mut libc::c_void,
+                len,
+                vec.as_mut_ptr(),
+            )
+        };
         if rc != 0 {
             return 0;
         }
