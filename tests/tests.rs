@@ -7,9 +7,12 @@
 //! - `pipeline`: end to end with analyzers, wrap-around, kills, signals.
 //! - `bad_input`: bad paths, sizes, files and socket peers.
 //! - `durability`: kill -9 and resume, the writer lock, crash-safe creation.
-//! - `vivid`: the same binaries against the vivid camera in a qemu guest.
+//! - `guest`: booting Debian kernels with vivid under qemu (tests/vm/vm.sh).
+//! - `vivid`: the same binaries against the vivid camera on Linux 6.1 and 6.12.
 
 mod bad_input;
 mod durability;
+mod guest;
 mod pipeline;
 mod util;
+mod vivid;

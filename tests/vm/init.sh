@@ -3,7 +3,7 @@
 # of the initramfs, next to a per-run config directory /etc/pagecam-vm/:
 #   mode        "run" (run cmd, power off) or "shell" (interactive shell)
 #   cmd         the guest shell command (run with `sh -c`)
-#   modules     modules to load, one per line (built by vm.sh; vivid excluded)
+#   disk_modules  modules for the disk, one per line (from vm.sh's base)
 #   vivid_opts  options for `modprobe vivid`
 #   disk        "1" when a virtio disk is attached (mounted ext4 at /data)
 #   term_size   "ROWS COLS" of the developer's terminal (shell mode only)
@@ -53,7 +53,7 @@ mount -t devpts -o gid=5,mode=620 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fail "mount /dev/shm"
 mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "mount /tmp"
 mount -t tmpfs -o mode=755 tmpfs /run || fail "mount /run"
-mkdir -p -m 700 /run/user/0
+mkdir -p /run/user/0 && chmod 700 /run/user/0
 ln -sf /proc/self/fd /dev/fd
 ln -sf /proc/self/fd/0 /dev/stdin
 ln -sf /proc/self/fd/1 /dev/stdout
@@ -62,9 +62,13 @@ hostname pagecam-vm
 ip link set lo up 2>/dev/null
 
 # --- kernel modules ----------------------------------------------------------
-for m in $(read_cfg modules); do
-	modprobe "$m" || fail "modprobe $m"
-done
+disk=$(read_cfg disk)
+if [ "$disk" = 1 ]; then
+	# virtio_pci, virtio_blk, crc32c_generic, ext4 (deps via modules.dep)
+	for m in $(read_cfg disk_modules); do
+		modprobe "$m" || fail "modprobe $m"
+	done
+fi
 # shellcheck disable=SC2046 # word splitting of the options is intended
 modprobe vivid $(read_cfg vivid_opts) || fail "modprobe vivid $(read_cfg vivid_opts)"
 
@@ -82,7 +86,7 @@ wait_for() {
 # a missing /dev/video0 is only a warning.
 wait_for /dev/video0 50 || log "warning: /dev/video0 did not appear"
 
-if [ "$(read_cfg disk)" = 1 ]; then
+if [ "$disk" = 1 ]; then
 	wait_for /dev/vda 100 || fail "/dev/vda did not appear"
 	# After a simulated power cut, ext4 replays its journal here.
 	mount -t ext4 /dev/vda /data || fail "mount -t ext4 /dev/vda /data"

@@ -1,0 +1,303 @@
+//! The real binaries against the vivid camera on Linux 6.1 and 6.12 (qemu
+//! guests): I/O modes, formats, the multi-planar queue, and vivid's error
+//! injection. One boot per kernel runs every step; the host then pulls the
+//! recordings out of the guest's ext4 disk and checks frame contents.
+
+use std::path::Path;
+use std::time::Duration;
+
+use pagecam::format::{fourcc, FLAG_ERROR};
+use pagecam::recording::RecordingReader;
+
+use crate::guest::{skipped, Guest, KERNELS};
+use crate::util::workdir;
+
+/// Every step writes NAME.pcam, NAME.json (capture summary), NAME.err
+/// (capture log), NAME.rc (capture exit code) and, with an analyzer,
+/// NAME.jsonl into /data. vivid keeps control values between opens, so
+/// every fault is switched off again right after its step.
+const SCRIPT: &str = r#"
+ctl() { v4l2-ctl -d /dev/video0 "$@" >/dev/null 2>&1; }
+cap() {
+    name=$1; shift
+    pagecam-capture -o /data/$name.pcam --slots 100 --on-full stop \
+        --ctrl test_pattern=0 --ctrl osd_text_mode=2 "$@" >/data/$name.json 2>/data/$name.err
+    echo $? >/data/$name.rc
+}
+watched() {
+    name=$1; shift
+    cap $name "$@" &
+    c=$!
+    i=0; while [ ! -S /data/$name.pcam.sock ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+    pagecam-analyzer watch --checksum --socket /data/$name.pcam.sock >/data/$name.jsonl 2>/data/$name.aerr
+    wait $c
+}
+watched userptr --source /dev/video0 --size 320x180 --fps 30 --frames 40 --io userptr
+watched auto    --source /dev/video0 --size 320x180 --fps 30 --frames 40 --io auto
+cap mmap    --source /dev/video0 --size 320x180 --fps 30 --frames 20 --io mmap
+cap nv12    --source /dev/video0 --size 320x180 --fps 30 --frames 20 --format NV12
+cap rgb3    --source /dev/video0 --size 320x180 --fps 30 --frames 20 --format RGB3
+cap grey    --source /dev/video0 --size 320x180 --fps 30 --frames 20 --format GREY
+cap mplane  --source /dev/video1 --size 320x180 --fps 30 --frames 20 --format NV12
+cap mplane_yuyv --source /dev/video1 --size 320x180 --fps 30 --frames 20 --format YUYV
+cap drops   --source /dev/video0 --size 320x180 --fps 30 --frames 60 --io mmap --ctrl percentage_of_dropped_buffers=30
+ctl -c percentage_of_dropped_buffers=0
+cap errflag --source /dev/video0 --size 320x180 --fps 30 --frames 10 --io mmap --ctrl inject_v4l2_buf_flag_error=1
+cap streamon --source /dev/video0 --size 320x180 --fps 30 --frames 10 --ctrl inject_vidioc_streamon_error=1
+cap nodevice --source /dev/video9 --frames 10
+cap disconnect --source /dev/video0 --size 320x180 --fps 30 --io mmap &
+sleep 1.5; ctl -c disconnect=1; wait
+for f in /data/*.pcam; do pagecam-analyzer verify --json $f >${f%.pcam}.verify; echo $? >${f%.pcam}.vrc; done
+ls /data
+"#;
+
+/// vivid's 75% colour bars, one line of `width` pixels.
+fn colorbar_line(fmt: u32, width: usize) -> Vec<u8> {
+    let bar = width / 8;
+    let mut line = Vec::new();
+    for b in 0..8 {
+        match fmt {
+            f if f == fourcc(b"YUYV") => {
+                let yuyv: [[u8; 4]; 8] = [
+                    [0xb3, 0x80, 0xb3, 0x80],
+                    [0xa0, 0x2c, 0xa0, 0x8d],
+                    [0x82, 0x9c, 0x82, 0x2c],
+                    [0x6f, 0x48, 0x6f, 0x3a],
+                    [0x53, 0xb7, 0x53, 0xc5],
+                    [0x40, 0x63, 0x40, 0xd3],
+                    [0x22, 0xd3, 0x22, 0x72],
+                    [0x10, 0x80, 0x10, 0x80],
+                ];
+                (0..bar / 2).for_each(|_| line.extend_from_slice(&yuyv[b]));
+            }
+            f if f == fourcc(b"NV12") => {
+                let y = [0xb3, 0xa0, 0x82, 0x6f, 0x53, 0x40, 0x22, 0x10];
+                line.extend(std::iter::repeat_n(y[b], bar));
+            }
+            f if f == fourcc(b"RGB3") => {
+                let rgb: [[u8; 3]; 8] = [
+                    [0xbf, 0xbf, 0xbf],
+                    [0xbf, 0xbf, 0x00],
+                    [0x00, 0xbf, 0xbf],
+                    [0x00, 0xbf, 0x00],
+                    [0xbf, 0x00, 0xbf],
+                    [0xbf, 0x00, 0x00],
+                    [0x00, 0x00, 0xbf],
+                    [0x00, 0x00, 0x00],
+                ];
+                (0..bar).for_each(|_| line.extend_from_slice(&rgb[b]));
+            }
+            _ => {
+                let g = [0xbe, 0xb0, 0x95, 0x88, 0x36, 0x28, 0x0d, 0x00];
+                line.extend(std::iter::repeat_n(g[b], bar));
+            }
+        }
+    }
+    line
+}
+
+/// Every valid frame of the recording is vivid's colour bars on every line
+/// of its first plane: real frames, not zeros or stale memory. Returns the
+/// number of frames checked.
+fn assert_colorbars(path: &Path) -> usize {
+    let reader = RecordingReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let f = reader.header().format;
+    let want = colorbar_line(f.fourcc, f.width as usize);
+    let scan = reader.scan();
+    assert!(
+        scan.corrupt.is_empty(),
+        "{}: corrupt {:?}",
+        path.display(),
+        scan.corrupt
+    );
+    for (slot, meta) in &scan.valid {
+        let g = reader.generation(*slot);
+        let bad_line = reader
+            .read_frame(*slot, g, meta.bytes_used, |b| {
+                (0..f.height as usize).find(|y| {
+                    let at = y * f.bytes_per_line as usize;
+                    b.get(at..at + want.len()) != Some(want.as_slice())
+                })
+            })
+            .unwrap();
+        assert_eq!(
+            bad_line,
+            None,
+            "{}: frame {} line {bad_line:?} is not the colour bars",
+            path.display(),
+            meta.sequence
+        );
+    }
+    scan.valid.len()
+}
+
+fn json(text: &str, what: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}: {text:?}"))
+}
+
+fn vivid_on(kernel: &str) {
+    let dir = workdir();
+    let disk = dir.path().join("disk.img");
+    let guest = Guest {
+        kernel,
+        disk: &disk,
+        mkdisk: Some("192M"),
+        vivid: "n_devs=2 node_types=0x1,0x1 multiplanar=1,2",
+        kill_on: None,
+        timeout: Duration::from_secs(400),
+    };
+    let run = guest.run(SCRIPT);
+    assert_eq!(run.code, Some(0), "guest script failed:\n{}", run.console);
+    let text = |name: &str| guest.pull_text(&format!("/data/{name}"), dir.path());
+    let rc = |name: &str| text(&format!("{name}.rc")).trim().to_string();
+    let summary = |name: &str| json(&text(&format!("{name}.json")), name);
+    let recording = |name: &str| {
+        let p = dir.path().join(format!("{name}.pcam"));
+        guest.pull(&format!("/data/{name}.pcam"), &p);
+        p
+    };
+    let verified = |name: &str| {
+        assert_eq!(
+            text(&format!("{name}.vrc")).trim(),
+            "0",
+            "verify {name}: {}",
+            text(&format!("{name}.verify"))
+        );
+        json(&text(&format!("{name}.verify")), name)
+    };
+
+    // I/O modes. USERPTR into an ext4 MAP_SHARED mapping: zero copies on
+    // 6.1; refused (EFAULT) since 6.5, where auto falls back to MMAP.
+    if kernel == "6.1" {
+        assert_eq!(rc("userptr"), "0", "{}", text("userptr.err"));
+        let s = summary("userptr");
+        assert_eq!(s["bytes_copied"], 0, "{s}");
+        assert!(s["delivery"].as_str().unwrap().starts_with("direct"), "{s}");
+        assert_eq!(summary("auto")["bytes_copied"], 0);
+    } else {
+        assert_eq!(rc("userptr"), "2", "explicit userptr fails on {kernel}");
+        assert!(
+            text("userptr.err").contains("EFAULT"),
+            "{}",
+            text("userptr.err")
+        );
+        assert_eq!(rc("auto"), "0", "{}", text("auto.err"));
+        let s = summary("auto");
+        assert_eq!(s["bytes_copied_per_frame"], 320 * 180 * 2, "{s}");
+        assert!(
+            text("auto.err").contains("USERPTR"),
+            "auto says why it fell back: {}",
+            text("auto.err")
+        );
+    }
+    for name in [
+        "auto",
+        "mmap",
+        "nv12",
+        "rgb3",
+        "grey",
+        "mplane",
+        "mplane_yuyv",
+    ] {
+        assert_eq!(rc(name), "0", "{name}: {}", text(&format!("{name}.err")));
+        verified(name);
+        let n = assert_colorbars(&recording(name));
+        assert!(n >= 20, "{name}: {n} frames");
+    }
+    assert!(summary("mmap")["bytes_copied_per_frame"].as_u64().unwrap() > 0);
+
+    // The analyzer read frames in place; each one it accepted is, byte for
+    // byte, the frame the file holds for that sequence.
+    let watched = if kernel == "6.1" { "userptr" } else { "auto" };
+    let rec = recording(watched);
+    let reader = RecordingReader::open(&rec).unwrap();
+    let by_seq: std::collections::HashMap<u64, (u32, u32)> = reader
+        .scan()
+        .valid
+        .iter()
+        .map(|(slot, m)| (m.sequence, (*slot, m.bytes_used)))
+        .collect();
+    let lines: Vec<serde_json::Value> = text(&format!("{watched}.jsonl"))
+        .lines()
+        .map(|l| json(l, "jsonl"))
+        .collect();
+    let frames: Vec<_> = lines.iter().filter(|l| l.get("crc32c").is_some()).collect();
+    assert!(
+        frames.len() >= 20,
+        "analyzer saw {} frames:\n{}",
+        frames.len(),
+        text(&format!("{watched}.aerr"))
+    );
+    for f in frames {
+        let seq = f["seq"].as_u64().unwrap();
+        let (slot, used) = by_seq[&seq];
+        let crc = reader
+            .read_frame(slot, reader.generation(slot), used, crc32c::crc32c)
+            .unwrap();
+        assert_eq!(f["crc32c"].as_u64().unwrap() as u32, crc, "frame {seq}");
+    }
+
+    // Dropped buffers: counted exactly as the sequence gaps in the file say.
+    assert_eq!(rc("drops"), "0", "{}", text("drops.err"));
+    let dropped = summary("drops")["source_dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "30% of buffers dropped, none counted");
+    assert_eq!(
+        verified("drops")["source_dropped"].as_u64().unwrap(),
+        dropped
+    );
+
+    // V4L2_BUF_FLAG_ERROR: the frame is kept, flagged in the index.
+    assert_eq!(rc("errflag"), "0", "{}", text("errflag.err"));
+    let errors = summary("errflag")["error_frames"].as_u64().unwrap();
+    assert!(errors >= 1, "{}", text("errflag.json"));
+    assert_eq!(
+        verified("errflag")["error_frames"].as_u64().unwrap(),
+        errors
+    );
+    let reader = RecordingReader::open(&recording("errflag")).unwrap();
+    assert!(reader
+        .scan()
+        .valid
+        .iter()
+        .any(|(_, m)| m.flags & FLAG_ERROR != 0));
+
+    // Start-streaming failure and a missing device: clear errors, exit 2.
+    assert_eq!(rc("streamon"), "2");
+    assert!(
+        text("streamon.err").contains("STREAMON"),
+        "{}",
+        text("streamon.err")
+    );
+    assert_eq!(rc("nodevice"), "2");
+    assert!(
+        text("nodevice.err").contains("/dev/video9"),
+        "{}",
+        text("nodevice.err")
+    );
+
+    // Disconnect while streaming: non-zero exit, a clear message, and a
+    // valid recording of everything before it.
+    assert_eq!(rc("disconnect"), "2", "{}", text("disconnect.err"));
+    assert!(
+        text("disconnect.err").to_lowercase().contains("went away"),
+        "{}",
+        text("disconnect.err")
+    );
+    let v = verified("disconnect");
+    assert!(v["valid_frames"].as_u64().unwrap() >= 10, "{v}");
+    assert_colorbars(&recording("disconnect"));
+}
+
+#[test]
+fn vivid_on_linux_6_1() {
+    if !skipped("vivid_on_linux_6_1") {
+        vivid_on(KERNELS[0]);
+    }
+}
+
+#[test]
+fn vivid_on_linux_6_12() {
+    if !skipped("vivid_on_linux_6_12") {
+        vivid_on(KERNELS[1]);
+    }
+}
