@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what building pagecam needs on Debian 12: libclang for the v4l
-# crate's bindgen step. The Rust toolchain itself (cargo >= 1.80) must be on
+# crate's bindgen step. The Rust toolchain itself (cargo >= 1.82) must be on
 # PATH already (rustup; Debian 12's own cargo is too old).
 set -euo pipefail
 
