@@ -260,9 +260,24 @@ fn open_source(args: &Args) -> Result<Box<dyn FrameSource>, Failure> {
     };
     let src = V4l2Source::open(&cfg).map_err(|e| Failure(EXIT_SOURCE, e.into()))?;
     for note in src.negotiation_notes() {
-        tracing::warn!("{note}");
+        if differs(&note) {
+            tracing::warn!("{note}");
+        } else {
+            tracing::info!("{note}");
+        }
     }
     Ok(Box::new(src))
+}
+
+/// Whether a negotiation note says the driver did not do what was asked.
+fn differs(note: &str) -> bool {
+    if let Some(rest) = note.strip_prefix("asked ") {
+        if let Some((asked, chose)) = rest.split_once(", driver chose ") {
+            return asked.split_whitespace().next() != chose.split_whitespace().next();
+        }
+        return true;
+    }
+    note.contains("cannot") || note.contains("does not") || note.contains("assuming")
 }
 
 /// `--list-devices` / `--list-formats`.
