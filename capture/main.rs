@@ -50,7 +50,8 @@ struct Args {
     #[arg(long, value_name = "DEVICE")]
     list_formats: Option<PathBuf>,
     /// Continue an existing recording after its newest valid frame, with a
-    /// new session number (format and size come from the file).
+    /// new session number (format and size come from the file); creates it
+    /// if it does not exist yet (so a service can always pass --resume).
     #[arg(long)]
     resume: bool,
     /// How to reserve the file's blocks: `fallocate` (instant) or `zero`
@@ -320,7 +321,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
     let mut source = open_source(&args)?;
     let format = source.format();
     let interval = source.interval();
-    let mut writer = if args.resume {
+    let mut writer = if args.resume && output.exists() {
         let w = recording::resume(&output)
             .context("cannot resume the recording")
             .map_err(fail(EXIT_STORAGE))?;

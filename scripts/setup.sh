@@ -8,6 +8,7 @@ need=()
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 ldconfig -p 2>/dev/null | grep -q 'libclang' || need+=(libclang-14-dev)
 command -v cc >/dev/null || need+=(gcc)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}" >&2
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -176,3 +176,25 @@ fn zero_preallocation_and_cache_dropping_record_the_same_frames() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(assert_file_matches_pattern(&rec), 40);
 }
+
+/// A service always passes --resume: the first start creates the file.
+#[test]
+fn resume_creates_a_missing_recording() {
+    let dir = workdir();
+    let rec = dir.path().join("rec.pcam");
+    for _ in 0..2 {
+        let mut cap = capture();
+        cap.args([
+            "--resume", "--size", "320x240", "--fps", "0", "--slots", "30", "--frames", "10", "-o",
+        ])
+        .arg(&rec);
+        let out = run(cap, "capture --resume");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let reader = RecordingReader::open(&rec).unwrap();
+    let scan = reader.scan();
+    assert_eq!(scan.valid.len(), 20);
+    assert_eq!(scan.valid.last().unwrap().1.session, 2);
+    drop(reader);
+    assert_eq!(assert_file_matches_pattern(&rec), 20);
+}
