@@ -45,6 +45,12 @@ ctl -c percentage_of_dropped_buffers=0
 cap errflag --source /dev/video0 --size 320x180 --fps 30 --frames 10 --io mmap --ctrl inject_v4l2_buf_flag_error=1
 cap streamon --source /dev/video0 --size 320x180 --fps 30 --frames 10 --ctrl inject_vidioc_streamon_error=1
 cap nodevice --source /dev/video9 --frames 10
+cap notcapture --source /dev/media0 --frames 10
+cap stalled --source /dev/video0 --size 320x180 --fps 30 --io mmap --frame-timeout 1s --ctrl percentage_of_dropped_buffers=100
+ctl -c percentage_of_dropped_buffers=0
+cap odd_size --source /dev/video0 --size 333x200 --fps 30 --frames 5
+pagecam-capture --list-devices >/data/devices.txt 2>&1
+pagecam-capture --list-formats /dev/video0 >/data/formats.txt 2>&1
 cap disconnect --source /dev/video0 --size 320x180 --fps 30 --io mmap &
 sleep 1.5; ctl -c disconnect=1; wait
 for f in /data/*.pcam; do pagecam-analyzer verify --json $f >${f%.pcam}.verify; echo $? >${f%.pcam}.vrc; done
@@ -273,6 +279,50 @@ fn vivid_on(kernel: &str) {
         text("nodevice.err").contains("/dev/video9"),
         "{}",
         text("nodevice.err")
+    );
+
+    // A node that is not a video capture device, and a driver that stops
+    // delivering: clear errors; the stalled recording stays valid.
+    assert_eq!(rc("notcapture"), "2");
+    assert!(
+        text("notcapture.err").contains("/dev/media0"),
+        "{}",
+        text("notcapture.err")
+    );
+    assert_eq!(rc("stalled"), "2", "{}", text("stalled.err"));
+    assert!(
+        text("stalled.err").contains("no frame"),
+        "{}",
+        text("stalled.err")
+    );
+    verified("stalled");
+
+    // The header records what the driver chose, and capture says it differs.
+    assert_eq!(rc("odd_size"), "0", "{}", text("odd_size.err"));
+    let h = RecordingReader::open(&recording("odd_size"))
+        .unwrap()
+        .header()
+        .clone();
+    assert_ne!((h.format.width, h.format.height), (333, 200));
+    assert!(
+        text("odd_size.err").contains(&format!(
+            "asked 333x200, driver chose {}x{}",
+            h.format.width, h.format.height
+        )),
+        "{}",
+        text("odd_size.err")
+    );
+
+    // Discovery, in v4l2-ctl's vocabulary.
+    let devices = text("devices.txt");
+    assert!(
+        devices.contains("/dev/video0") && devices.contains("vivid"),
+        "{devices}"
+    );
+    let formats = text("formats.txt");
+    assert!(
+        formats.contains("YUYV") && formats.contains("NV12") && formats.contains("320x180"),
+        "{formats}"
     );
 
     // Disconnect while streaming: non-zero exit, a clear message, and a
