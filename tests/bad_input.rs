@@ -28,12 +28,6 @@ fn record(dir: &std::path::Path, frames: u32) -> std::path::PathBuf {
     rec
 }
 
-fn verify(rec: &std::path::Path) -> std::process::Output {
-    let mut v = analyzer();
-    v.arg("verify").arg(rec);
-    run(v, "verify")
-}
-
 #[test]
 fn missing_directory_is_a_clear_error() {
     let dir = workdir();
@@ -103,7 +97,7 @@ fn unsupported_test_format_is_a_clear_error() {
 fn truncated_and_corrupt_recordings_are_reported_not_crashed_on() {
     let dir = workdir();
     let rec = record(dir.path(), 4);
-    assert!(verify(&rec).status.success());
+    assert!(verify(&rec, &[]).status.success());
 
     // One flipped byte in a frame: that frame fails, the rest pass.
     let f = std::fs::OpenOptions::new().write(true).open(&rec).unwrap();
@@ -112,7 +106,7 @@ fn truncated_and_corrupt_recordings_are_reported_not_crashed_on() {
     drop(reader);
     f.write_all_at(&[0x5a], layout.slot_offset(2) + 1000)
         .unwrap();
-    let out = verify(&rec);
+    let out = verify(&rec, &[]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -122,25 +116,25 @@ fn truncated_and_corrupt_recordings_are_reported_not_crashed_on() {
 
     // Truncated: a clear error, no SIGBUS.
     f.set_len(layout.file_size - 4096).unwrap();
-    let out = verify(&rec);
+    let out = verify(&rec, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
 
     // A header byte changed: checksum mismatch.
     f.set_len(layout.file_size).unwrap();
     f.write_all_at(&[0xff], 20).unwrap();
-    let out = verify(&rec);
+    let out = verify(&rec, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
 
     // Not a recording at all; and an empty file.
     let other = dir.path().join("notes.txt");
     std::fs::write(&other, b"hello").unwrap();
-    let out = verify(&other);
+    let out = verify(&other, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
     std::fs::write(&other, vec![b'x'; 8192]).unwrap();
-    let out = verify(&other);
+    let out = verify(&other, &[]);
     assert!(
         stderr(&out).contains("not a pagecam recording"),
         "{}",
@@ -168,30 +162,24 @@ fn analyzer_without_capture_says_so() {
 #[test]
 fn garbage_and_silent_clients_are_dropped_without_harm() {
     let dir = workdir();
-    let rec = dir.path().join("rec.pcam");
-    let sock = dir.path().join("rec.sock");
-    let mut cap = capture();
-    cap.args([
-        "--size",
-        "320x240",
-        "--fps",
-        "100",
-        "--slots",
-        "500",
-        "--frames",
-        "500",
-        "--on-full",
-        "stop",
-    ])
-    .args(["--stuck-timeout", "200ms", "-o"])
-    .arg(&rec)
-    .arg("--socket")
-    .arg(&sock);
-    let cap = spawn(cap);
-    wait_for(&sock);
-    let mut good = analyzer();
-    good.args(["watch", "--checksum", "--socket"]).arg(&sock);
-    let good = spawn(good);
+    let (cap, _rec, sock) = live_capture(
+        &dir,
+        &[
+            "--size",
+            "320x240",
+            "--fps",
+            "100",
+            "--slots",
+            "500",
+            "--frames",
+            "500",
+            "--on-full",
+            "stop",
+            "--stuck-timeout",
+            "200ms",
+        ],
+    );
+    let good = watch(&sock, &["--checksum"]);
 
     let addr = UnixAddr::new(&sock).unwrap();
     let garbage = socket(

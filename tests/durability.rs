@@ -39,9 +39,7 @@ fn twenty_kills_each_leave_a_valid_recording_that_resumes() {
         }
         let cap = spawn(cap);
         wait_for(&sock);
-        let mut a = analyzer();
-        a.args(["watch", "--checksum", "--socket"]).arg(&sock);
-        let a = spawn(a);
+        let a = watch(&sock, &["--checksum"]);
         std::thread::sleep(Duration::from_millis(100 + rng.next(400)));
         kill(cap.pid(), Signal::SIGKILL).unwrap();
         let cap_out = finish(cap, Duration::from_secs(10), "killed capture");
@@ -64,9 +62,7 @@ fn twenty_kills_each_leave_a_valid_recording_that_resumes() {
             last_seen_total = last["seq"].as_u64().unwrap();
         }
 
-        let mut v = analyzer();
-        v.args(["verify", "--json"]).arg(&rec);
-        let verify = run(v, "verify");
+        let verify = verify(&rec, &["--json"]);
         assert!(
             verify.status.success(),
             "round {round}: {}",
@@ -133,10 +129,8 @@ fn a_crash_during_creation_leaves_no_recording_at_the_target() {
     let rec = dir.path().join("rec.pcam");
     // What a power cut during pre-allocation leaves: a partial file.
     std::fs::write(dir.path().join(".rec.pcam.partial"), b"half").unwrap();
-    let mut v = analyzer();
-    v.arg("verify").arg(&rec);
     assert_eq!(
-        run(v, "verify").status.code(),
+        verify(&rec, &[]).status.code(),
         Some(2),
         "nothing at the target path"
     );

@@ -10,34 +10,22 @@ use crate::util::*;
 #[test]
 fn two_analyzers_read_every_frame_in_place_and_the_file_verifies() {
     let dir = workdir();
-    let rec = dir.path().join("rec.pcam");
-    let sock = dir.path().join("rec.sock");
-    let mut cap = capture();
-    cap.args([
-        "--size",
-        "320x240",
-        "--fps",
-        "60",
-        "--slots",
-        "400",
-        "--on-full",
-        "stop",
-        "--frames",
-        "240",
-    ])
-    .arg("-o")
-    .arg(&rec)
-    .arg("--socket")
-    .arg(&sock);
-    let cap = spawn(cap);
-    wait_for(&sock);
-    let analyzers: Vec<_> = (0..2)
-        .map(|_| {
-            let mut a = analyzer();
-            a.args(["watch", "--checksum", "--socket"]).arg(&sock);
-            spawn(a)
-        })
-        .collect();
+    let (cap, rec, sock) = live_capture(
+        &dir,
+        &[
+            "--size",
+            "320x240",
+            "--fps",
+            "60",
+            "--slots",
+            "400",
+            "--on-full",
+            "stop",
+            "--frames",
+            "240",
+        ],
+    );
+    let analyzers: Vec<_> = (0..2).map(|_| watch(&sock, &["--checksum"])).collect();
     let cap_out = finish(cap, Duration::from_secs(60), "capture");
     assert!(
         cap_out.status.success(),
@@ -76,14 +64,7 @@ fn two_analyzers_read_every_frame_in_place_and_the_file_verifies() {
             .any(|m| m > 0.0));
     }
 
-    let verify = run(
-        {
-            let mut v = analyzer();
-            v.arg("verify").arg(&rec);
-            v
-        },
-        "verify",
-    );
+    let verify = verify(&rec, &[]);
     assert!(
         verify.status.success(),
         "verify: {}",
@@ -112,23 +93,14 @@ fn copy_delivery_counts_one_copy_per_frame_and_records_the_same_frames() {
 #[test]
 fn wrap_around_with_a_slow_analyzer_never_yields_torn_frames() {
     let dir = workdir();
-    let rec = dir.path().join("rec.pcam");
-    let sock = dir.path().join("rec.sock");
-    let mut cap = capture();
-    cap.args([
-        "--size", "320x240", "--fps", "100", "--slots", "6", "--frames", "300",
-    ])
-    .arg("-o")
-    .arg(&rec)
-    .arg("--socket")
-    .arg(&sock);
-    let cap = spawn(cap);
-    wait_for(&sock);
+    let (cap, rec, sock) = live_capture(
+        &dir,
+        &[
+            "--size", "320x240", "--fps", "100", "--slots", "6", "--frames", "300",
+        ],
+    );
     // Spends 35 ms inside each in-place read: the writer laps it constantly.
-    let mut a = analyzer();
-    a.args(["watch", "--checksum", "--slow", "35ms", "--socket"])
-        .arg(&sock);
-    let a = spawn(a);
+    let a = watch(&sock, &["--checksum", "--slow", "35ms"]);
     let cap_out = finish(cap, Duration::from_secs(60), "capture");
     assert!(cap_out.status.success(), "{}", stderr(&cap_out));
     let summary = capture_summary(&cap_out);
@@ -151,41 +123,29 @@ fn wrap_around_with_a_slow_analyzer_never_yields_torn_frames() {
     // The essential property: every accepted frame is exactly its frame.
     assert_frames_match_pattern(&frames, &Pattern::new(yuyv(320, 240)).unwrap());
 
-    let mut v = analyzer();
-    v.arg("verify").arg(&rec);
-    assert!(run(v, "verify").status.success());
+    assert!(verify(&rec, &[]).status.success());
     assert_eq!(assert_file_matches_pattern(&rec), 6);
 }
 
 #[test]
 fn killing_an_analyzer_does_not_disturb_capture() {
     let dir = workdir();
-    let rec = dir.path().join("rec.pcam");
-    let sock = dir.path().join("rec.sock");
-    let mut cap = capture();
-    cap.args([
-        "--size",
-        "320x240",
-        "--fps",
-        "50",
-        "--slots",
-        "300",
-        "--frames",
-        "150",
-        "--on-full",
-        "stop",
-    ])
-    .arg("-o")
-    .arg(&rec)
-    .arg("--socket")
-    .arg(&sock);
-    let cap = spawn(cap);
-    wait_for(&sock);
-    let spawn_watch = || {
-        let mut a = analyzer();
-        a.args(["watch", "--checksum", "--socket"]).arg(&sock);
-        spawn(a)
-    };
+    let (cap, rec, sock) = live_capture(
+        &dir,
+        &[
+            "--size",
+            "320x240",
+            "--fps",
+            "50",
+            "--slots",
+            "300",
+            "--frames",
+            "150",
+            "--on-full",
+            "stop",
+        ],
+    );
+    let spawn_watch = || watch(&sock, &["--checksum"]);
     let victim = spawn_watch();
     let survivor = spawn_watch();
     std::thread::sleep(Duration::from_millis(1000));
@@ -210,28 +170,20 @@ fn killing_an_analyzer_does_not_disturb_capture() {
 #[test]
 fn killing_capture_ends_the_analyzer_clearly_and_committed_frames_verify() {
     let dir = workdir();
-    let rec = dir.path().join("rec.pcam");
-    let sock = dir.path().join("rec.sock");
-    let mut cap = capture();
-    cap.args([
-        "--size",
-        "320x240",
-        "--fps",
-        "50",
-        "--slots",
-        "1000",
-        "--on-full",
-        "stop",
-    ])
-    .arg("-o")
-    .arg(&rec)
-    .arg("--socket")
-    .arg(&sock);
-    let cap = spawn(cap);
-    wait_for(&sock);
-    let mut a = analyzer();
-    a.args(["watch", "--checksum", "--socket"]).arg(&sock);
-    let a = spawn(a);
+    let (cap, rec, sock) = live_capture(
+        &dir,
+        &[
+            "--size",
+            "320x240",
+            "--fps",
+            "50",
+            "--slots",
+            "1000",
+            "--on-full",
+            "stop",
+        ],
+    );
+    let a = watch(&sock, &["--checksum"]);
     std::thread::sleep(Duration::from_millis(1500));
     kill(cap.pid(), Signal::SIGKILL).unwrap();
     let _ = finish(cap, Duration::from_secs(10), "killed capture");
@@ -254,9 +206,7 @@ fn killing_capture_ends_the_analyzer_clearly_and_committed_frames_verify() {
 
     // Every frame the analyzer was told about is valid in the file: the
     // page cache survives the process.
-    let mut v = analyzer();
-    v.args(["verify", "--json"]).arg(&rec);
-    let verify = run(v, "verify");
+    let verify = verify(&rec, &["--json"]);
     assert!(
         verify.status.success(),
         "{}",
@@ -275,19 +225,9 @@ fn killing_capture_ends_the_analyzer_clearly_and_committed_frames_verify() {
 #[test]
 fn sigterm_stops_cleanly_and_tells_analyzers() {
     let dir = workdir();
-    let rec = dir.path().join("rec.pcam");
-    let sock = dir.path().join("rec.sock");
-    let mut cap = capture();
-    cap.args(["--size", "320x240", "--fps", "30", "--slots", "64"])
-        .arg("-o")
-        .arg(&rec)
-        .arg("--socket")
-        .arg(&sock);
-    let cap = spawn(cap);
-    wait_for(&sock);
-    let mut a = analyzer();
-    a.args(["watch", "--socket"]).arg(&sock);
-    let a = spawn(a);
+    let (cap, rec, sock) =
+        live_capture(&dir, &["--size", "320x240", "--fps", "30", "--slots", "64"]);
+    let a = watch(&sock, &[]);
     std::thread::sleep(Duration::from_millis(800));
     kill(cap.pid(), Signal::SIGTERM).unwrap();
     let cap_out = finish(cap, Duration::from_secs(10), "capture after SIGTERM");
@@ -300,9 +240,7 @@ fn sigterm_stops_cleanly_and_tells_analyzers() {
     let out = finish(a, Duration::from_secs(10), "analyzer");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(analyzer_lines(&out).1["end"], "capture finished");
-    let mut v = analyzer();
-    v.arg("verify").arg(&rec);
-    let verify = run(v, "verify");
+    let verify = verify(&rec, &[]);
     assert!(verify.status.success());
     assert!(
         String::from_utf8_lossy(&verify.stdout).contains("0 incomplete"),

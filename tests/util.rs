@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -82,6 +82,36 @@ pub fn finish(child: Running, limit: Duration, what: &str) -> Output {
 
 pub fn run(cmd: Command, what: &str) -> Output {
     finish(spawn(cmd), Duration::from_secs(60), what)
+}
+
+/// Start capture recording into `DIR/rec.pcam`, serving `DIR/rec.sock`,
+/// and wait until analyzers can connect.
+pub fn live_capture(dir: &tempfile::TempDir, args: &[&str]) -> (Running, PathBuf, PathBuf) {
+    let rec = dir.path().join("rec.pcam");
+    let sock = dir.path().join("rec.sock");
+    let mut cap = capture();
+    cap.args(args)
+        .arg("-o")
+        .arg(&rec)
+        .arg("--socket")
+        .arg(&sock);
+    let cap = spawn(cap);
+    wait_for(&sock);
+    (cap, rec, sock)
+}
+
+/// `pagecam-analyzer watch ARGS --socket SOCK`, started.
+pub fn watch(sock: &Path, args: &[&str]) -> Running {
+    let mut a = analyzer();
+    a.arg("watch").args(args).arg("--socket").arg(sock);
+    spawn(a)
+}
+
+/// `pagecam-analyzer verify ARGS FILE`, finished.
+pub fn verify(rec: &Path, args: &[&str]) -> Output {
+    let mut v = analyzer();
+    v.arg("verify").args(args).arg(rec);
+    run(v, "verify")
 }
 
 /// Wait until `path` exists (the capture's socket), or fail.
