@@ -74,6 +74,10 @@ struct WatchArgs {
     /// Simulate slow analysis: spend this long inside each in-place read.
     #[arg(long, value_parser = humantime::parse_duration)]
     slow: Option<Duration>,
+    /// Unmap each frame after reading it, so capture's --drop-cache can
+    /// drop it from memory (costs a page fault per page on the next read).
+    #[arg(long)]
+    drop_read: bool,
     /// Print only the final summary, not a line per frame.
     #[arg(long)]
     quiet: bool,
@@ -178,6 +182,9 @@ fn watch(args: WatchArgs) -> ExitCode {
                     }
                     (held_ns, s, crc)
                 });
+        if args.drop_read {
+            sub.reader().forget(notice.slot);
+        }
         let line = match read {
             Ok((held_ns, s, crc)) => {
                 sum.frames += 1;

@@ -192,3 +192,53 @@ fn resume_creates_a_missing_recording() {
     drop(reader);
     assert_eq!(assert_file_matches_pattern(&rec), 20);
 }
+
+/// --drop-cache keeps a long recording out of memory: once frames are on
+/// disk (and read), their pages leave the page cache. Without it, the
+/// whole recording stays cached.
+#[test]
+fn drop_cache_bounds_the_page_cache() {
+    let resident_fraction = |drop_cache: bool| {
+        let dir = workdir();
+        let rec = dir.path().join("rec.pcam");
+        let mut cap = capture();
+        cap.args([
+            "--size",
+            "640x480",
+            "--fps",
+            "0",
+            "--slots",
+            "150",
+            "--frames",
+            "150",
+            "--on-full",
+            "stop",
+        ]);
+        cap.args(["--max-loss", "50ms", "-o"]).arg(&rec);
+        if drop_cache {
+            cap.arg("--drop-cache");
+        }
+        let out = run(cap, "capture");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let reader = RecordingReader::open(&rec).unwrap();
+        let f = reader.resident_bytes() as f64 / reader.header().layout.file_size as f64;
+        drop(reader);
+        assert_eq!(
+            assert_file_matches_pattern(&rec),
+            150,
+            "dropped pages read back intact"
+        );
+        f
+    };
+    let kept = resident_fraction(false);
+    let dropped = resident_fraction(true);
+    assert!(
+        kept > 0.9,
+        "without --drop-cache the recording stays cached ({kept:.2})"
+    );
+    assert!(
+        dropped < 0.1,
+        "with --drop-cache {:.0}% of the recording is still cached",
+        dropped * 100.0
+    );
+}

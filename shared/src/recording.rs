@@ -458,6 +458,17 @@ impl RecordingReader {
         self.map.generation(slot)
     }
 
+    /// Bytes of the recording in the page cache (mincore(2)).
+    pub fn resident_bytes(&self) -> u64 {
+        self.map.resident_bytes()
+    }
+
+    /// Unmap a slot from this reader's page tables, so that capture's
+    /// `--drop-cache` can drop its pages from memory.
+    pub fn forget(&self, slot: u32) {
+        self.map.forget(slot, 1);
+    }
+
     /// Read frame `generation` in `slot` in place; see `SharedMap::read_slot`.
     pub fn read_frame<R>(
         &self,

@@ -321,6 +321,20 @@ impl SharedMap {
         (self.map.as_ptr() as usize, self.map.len())
     }
 
+    /// Unmap slots from this mapping's page tables only (the page cache
+    /// keeps them): a reader's part of dropping frames from memory.
+    pub fn forget(&self, first: u32, count: u32) {
+        let (ptr, len) = self.range(first, count);
+        // SAFETY: the range is inside the mapping; for a MAP_SHARED file
+        // mapping MADV_DONTNEED only zaps page-table entries, the data stays
+        // in the page cache and the next access faults it back (madvise(2)).
+        // No reference into the range is live: readers hold slices only
+        // inside `read_slot`.
+        unsafe {
+            libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_DONTNEED);
+        }
+    }
+
     /// Resident bytes of the mapping (pages in memory), via mincore(2).
     pub fn resident_bytes(&self) -> u64 {
         let len = self.map.len();
