@@ -119,6 +119,15 @@ struct WatchSummary {
     end: &'static str,
 }
 
+/// One JSON line per frame, unless `--quiet` (then nothing is formatted).
+fn emit(quiet: bool, out: &mut impl Write, line: &impl Serialize) {
+    if !quiet {
+        let _ = serde_json::to_writer(&mut *out, line)
+            .map_err(std::io::Error::from)
+            .and_then(|_| out.write_all(b"\n"));
+    }
+}
+
 fn main() -> ExitCode {
     pagecam::shm::sigbus::install();
     let args = Args::parse();
@@ -185,12 +194,13 @@ fn watch(args: WatchArgs) -> ExitCode {
         if args.drop_read {
             sub.reader().forget(notice.slot);
         }
-        let line = match read {
+        match read {
             Ok((held_ns, s, crc)) => {
                 sum.frames += 1;
                 let now = monotonic_ns();
                 let us = |t: u64, from: u64| t.saturating_sub(from) as f64 / 1000.0;
-                serde_json::to_writer(
+                emit(
+                    args.quiet,
                     &mut out,
                     &FrameLine {
                         seq: notice.sequence,
@@ -204,7 +214,7 @@ fn watch(args: WatchArgs) -> ExitCode {
                         motion: s.and_then(|s| s.motion),
                         crc32c: crc,
                     },
-                )
+                );
             }
             Err(e) => {
                 stats.reset_motion();
@@ -218,20 +228,16 @@ fn watch(args: WatchArgs) -> ExitCode {
                         "torn"
                     }
                 };
-                serde_json::to_writer(
+                emit(
+                    args.quiet,
                     &mut out,
                     &LostLine {
                         seq: notice.sequence,
                         slot: notice.slot,
                         lost,
                     },
-                )
+                );
             }
-        };
-        if !args.quiet {
-            let _ = line
-                .map_err(std::io::Error::from)
-                .and_then(|_| out.write_all(b"\n"));
         }
         if notice.sequence % 8 == 0 {
             sub.send_progress(notice.sequence);

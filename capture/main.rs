@@ -437,7 +437,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
             slot_offset: writer.slot_offset(),
         },
         HousekeepingConfig {
-            prefault_bytes: if args.no_prefault { 0 } else { 32 << 20 },
+            prefault_slots: if args.no_prefault { 0 } else { 3 },
             writeback: !args.no_writeback,
             max_loss: args.max_loss,
             drop_cache: args.drop_cache,

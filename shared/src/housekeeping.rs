@@ -29,8 +29,10 @@ use crate::capture::Counters;
 use crate::shm::SharedMap;
 
 pub struct HousekeepingConfig {
-    /// Bytes of slots to keep prefaulted ahead of the writer (0 = off).
-    pub prefault_bytes: u64,
+    /// Slots to keep prefaulted ahead of the writer (0 = off). Few: a
+    /// prefaulted slot that an fdatasync writes back before the writer
+    /// reaches it is write-protected again and faults twice.
+    pub prefault_slots: u32,
     /// Start writeback of finished slots at once.
     pub writeback: bool,
     /// Frames committed longer ago than this survive a power cut.
@@ -43,7 +45,7 @@ pub struct HousekeepingConfig {
 impl Default for HousekeepingConfig {
     fn default() -> Self {
         HousekeepingConfig {
-            prefault_bytes: 32 << 20,
+            prefault_slots: 3,
             writeback: true,
             max_loss: Duration::from_secs(1),
             drop_cache: false,
@@ -107,9 +109,12 @@ impl Housekeeper {
                     populate_ok: true,
                     last_sync: Instant::now(),
                 };
-                let slot_size = s.map.layout().slot_size;
-                let ahead =
-                    (cfg.prefault_bytes / slot_size).min(s.map.layout().slot_count as u64 / 2);
+                let ahead = (cfg.prefault_slots as u64).min(s.map.layout().slot_count as u64 / 2);
+                // Background work: let the capture thread win any contention.
+                // SAFETY: setpriority on this thread's own id; no memory passed.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                }
                 loop {
                     let stopping = flag.load(Ordering::Relaxed);
                     // Acquire pairs with the capture thread's Release store: the

@@ -129,10 +129,24 @@ impl Notifier {
             None,
         )
         .map_err(sock_err(&path))?;
-        let addr = UnixAddr::new(&path).map_err(sock_err(&path))?;
+        // Bind and listen under a temporary name, then rename into place:
+        // an analyzer that sees the path can always connect (a socket
+        // that is bound but not yet listening refuses connections).
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let addr = UnixAddr::new(&tmp).map_err(sock_err(&path))?;
         bind(listener.as_raw_fd(), &addr).map_err(sock_err(&path))?;
         listen(&listener, Backlog::new(16).expect("16 is a valid backlog"))
-            .map_err(sock_err(&path))?;
+            .and_then(|_| {
+                std::fs::rename(&tmp, &path)
+                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+            })
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                sock_err(&path)(e)
+            })?;
         let shared = Arc::new(Shared {
             clients: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
