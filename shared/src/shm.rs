@@ -141,12 +141,13 @@ impl SharedMap {
     fn record(&self, slot: u32) -> &RecordCell {
         assert!(slot < self.layout.slot_count, "slot {slot} out of range");
         let off = self.layout.record_offset(slot) as usize;
-        // SAFETY: `off + 64 <= data_offset <= file_size == map.len()` by the
+        // Soundness: `off + 64 <= data_offset <= file_size == map.len()` by the
         // layout; the index offset and RECORD_SIZE are multiples of 64 and the
         // map is page-aligned, so the cell is aligned. The memory stays mapped
         // for the lifetime of `&self`. Only atomics are accessed through it,
         // which is sound with concurrent access from other processes; on a
         // read-only map only loads are issued (writer methods check `writable`).
+        // SAFETY: in bounds, aligned, mapped for `&self`; atomics only (below).
         unsafe { &*(self.map.as_ptr().add(off) as *const RecordCell) }
     }
 
@@ -204,7 +205,7 @@ impl SharedMap {
             return Err(SlotReadError::Overwritten { found: g1 });
         }
         let len = len.min(self.layout.slot_size as usize);
-        // SAFETY: the range lies inside the mapping (slot_ptr + len <=
+        // Soundness: the range lies inside the mapping (slot_ptr + len <=
         // slot_size). The slice lives only inside this call, between the two
         // generation loads. The only writers of this range are capture and,
         // through capture, a V4L2 driver; capture makes the generation odd
@@ -213,6 +214,7 @@ impl SharedMap {
         // `f`'s result is thrown away, so torn bytes never reach the caller
         // as a valid frame. `f` may observe bytes changing under it; it only
         // computes over them (it cannot rely on them for memory safety).
+        // SAFETY: in bounds; the slice dies with `f`, and any write during it is caught by g2 != g1.
         let out = f(unsafe { std::slice::from_raw_parts(self.slot_ptr(slot).as_ptr(), len) });
         fence(Ordering::Acquire);
         let g2 = r.generation.load(Ordering::Relaxed);
@@ -299,12 +301,13 @@ impl SharedMap {
         use std::os::fd::AsRawFd;
         let (ptr, len) = self.range(first, count);
         let (off, _) = self.file_range(first, count);
-        // SAFETY: the range is inside the mapping. For a MAP_SHARED file
+        // Soundness: the range is inside the mapping. For a MAP_SHARED file
         // mapping, MADV_DONTNEED only zaps page-table entries: the data stays
         // in the page cache (dirty state is carried over), and a later access
         // faults the same page back in (madvise(2)). So no byte anyone wrote
         // is lost, even if a writer is active on the range. posix_fadvise
         // takes no memory.
+        // SAFETY: in-bounds range; MADV_DONTNEED on a shared file map loses no data.
         unsafe {
             libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_DONTNEED);
             libc::posix_fadvise(
@@ -325,11 +328,12 @@ impl SharedMap {
     /// keeps them): a reader's part of dropping frames from memory.
     pub fn forget(&self, first: u32, count: u32) {
         let (ptr, len) = self.range(first, count);
-        // SAFETY: the range is inside the mapping; for a MAP_SHARED file
+        // Soundness: the range is inside the mapping; for a MAP_SHARED file
         // mapping MADV_DONTNEED only zaps page-table entries, the data stays
         // in the page cache and the next access faults it back (madvise(2)).
         // No reference into the range is live: readers hold slices only
         // inside `read_slot`.
+        // SAFETY: in-bounds range; MADV_DONTNEED on a shared file map loses no data.
         unsafe {
             libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_DONTNEED);
         }
@@ -415,10 +419,11 @@ impl ClaimedSlot {
     pub fn copy_from(&mut self, src: &[u8]) {
         let n = src.len().min(self.len);
         self.touched = true;
-        // SAFETY: `n <= len` keeps the write inside the slot; `src` is
+        // Soundness: `n <= len` keeps the write inside the slot; `src` is
         // process-private memory, so the ranges cannot overlap. No one else
         // writes the slot: this claim is unique and the slot is not queued to
         // a driver (queuing consumes the claim, see `into_queued`).
+        // SAFETY: in bounds, non-overlapping, and this claim is the slot's only writer.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr(), n) }
     }
 

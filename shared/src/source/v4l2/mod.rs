@@ -729,11 +729,12 @@ impl FrameSource for V4l2Source {
         let fd = self.fd()?;
         let queued = slot.into_queued();
         let mut arg = BufArg::new(self.buf_type, USERPTR, index as u32);
-        // SAFETY: the memory is the slot `queued` owns. It stays mapped (the
+        // Soundness: the memory is the slot `queued` owns. It stays mapped (the
         // recording mapping outlives the writer's claims) and `queued` is
         // kept in `self.slots[index]` (or `limbo`) until DQBUF returns this
         // index or STREAMOFF/close ends the stream; a QueuedSlot allows no
         // CPU access to the slot meanwhile.
+        // SAFETY: the slot stays mapped and untouched by the CPU until DQBUF/STREAMOFF.
         let result = unsafe { arg.qbuf_userptr(fd, queued.user_ptr(), queued.len()) };
         let e = match result {
             Ok(()) => {
@@ -808,11 +809,12 @@ impl FrameSource for V4l2Source {
                     "the driver returned buffer {index}, which was not queued"
                 )));
             };
-            // SAFETY: DQBUF returned buffer `index`, the one this slot was
+            // Soundness: DQBUF returned buffer `index`, the one this slot was
             // queued as: "Filled or displayed buffers are dequeued with the
             // VIDIOC_DQBUF ioctl. The driver can unlock the memory pages at
             // any time between the completion of the DMA and this ioctl"
             // (userp.rst): the driver no longer writes it.
+            // SAFETY: DQBUF returned it: the driver no longer writes this slot.
             let slot = unsafe { queued.into_claimed() };
             let (_, data_offset) = arg.payload();
             if data_offset == 0 {
@@ -842,10 +844,11 @@ impl FrameSource for V4l2Source {
         let len = map.len();
         let end = (bytes_used as usize).min(len);
         let start = (data_offset as usize).min(end);
-        // SAFETY: the range lies inside the mapping of buffer `index`, which
+        // Soundness: the range lies inside the mapping of buffer `index`, which
         // DQBUF just returned to us: the driver writes it again only after a
         // QBUF, which needs `&mut self` (`release`/`next_frame`/`stop`), so
         // not while this shared borrow of `self` lives.
+        // SAFETY: in bounds of a dequeued buffer the driver cannot refill while borrowed.
         let data = unsafe { std::slice::from_raw_parts(map.as_ptr().add(start), end - start) };
         Ok(Frame::InBuffer(data, info))
     }
@@ -885,13 +888,14 @@ impl FrameSource for V4l2Source {
             .filter_map(Option::take)
             .chain(self.limbo.drain(..));
         for q in queued.collect::<Vec<_>>() {
-            // SAFETY: streaming is over for these buffers: either STREAMOFF
+            // Soundness: streaming is over for these buffers: either STREAMOFF
             // succeeded ("VIDIOC_STREAMOFF removes all buffers from both
             // queues and unlocks all buffers as a side effect", userp.rst), or
             // the device was just closed ("The memory is also unlocked ...
             // when the device is closed"); this source owns the only
             // descriptor (O_CLOEXEC, never duplicated), so close() ran the
             // driver's release, which stops streaming, before returning.
+            // SAFETY: streaming is off (or the device closed): no driver writes remain.
             out.push(unsafe { q.into_claimed() });
         }
         out

@@ -67,11 +67,12 @@ macro_rules! plain_ioctl {
     ($(#[$doc:meta])* $name:ident, $request:ident, $arg:ty) => {
         $(#[$doc])*
         pub fn $name(fd: BorrowedFd<'_>, arg: &mut $arg) -> io::Result<()> {
-            // SAFETY: `arg` is a valid, exclusively borrowed `$arg`, the type
+            // Soundness: `arg` is a valid, exclusively borrowed `$arg`, the type
             // videodev2.h declares for this request, so the kernel reads and
             // writes exactly its bytes. It holds no pointer the kernel
             // follows (for v4l2_format: only the capture members are used,
             // never `win.clips`), and `fd` is an open descriptor.
+            // SAFETY: `arg` is the request's own struct type, exclusively borrowed, pointer-free.
             unsafe { v4l2::ioctl(fd.as_raw_fd(), vidioc::$request, arg as *mut $arg as *mut c_void) }
         }
     };
@@ -178,10 +179,11 @@ impl BufArg {
             self.buf.m.planes = &mut self.plane;
             self.buf.length = 1;
         }
-        // SAFETY: `self.buf` is a valid v4l2_buffer. For MPLANE, `m.planes`
+        // Soundness: `self.buf` is a valid v4l2_buffer. For MPLANE, `m.planes`
         // points to `self.plane`, borrowed for the whole call, and `length` = 1
         // limits the kernel to that one element ("length: number of elements
         // in the planes array", buffer.rst). USERPTR memory: the caller's.
+        // SAFETY: valid v4l2_buffer; `m.planes` points at one borrowed plane; USERPTR is the caller's.
         unsafe {
             v4l2::ioctl(
                 fd.as_raw_fd(),
