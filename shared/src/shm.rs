@@ -147,7 +147,7 @@ impl SharedMap {
         // for the lifetime of `&self`. Only atomics are accessed through it,
         // which is sound with concurrent access from other processes; on a
         // read-only map only loads are issued (writer methods check `writable`).
-        // SAFETY: in bounds, aligned, mapped for `&self`; atomics only (below).
+        // SAFETY: in bounds, aligned, mapped for `&self`; accessed through atomics only.
         unsafe { &*(self.map.as_ptr().add(off) as *const RecordCell) }
     }
 
