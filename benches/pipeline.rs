@@ -225,23 +225,11 @@ fn finish(child: Child) -> Result<(String, Usage), String> {
     ))
 }
 
-/// Whether a Unix socket bound at `path` is listening (`__SO_ACCEPTCON`
-/// in /proc/net/unix): the file exists from `bind`, but connecting before
-/// `listen` is refused, and pagecam-analyzer does not retry.
-fn listening(path: &Path) -> bool {
-    let want = path.display().to_string();
-    std::fs::read_to_string("/proc/net/unix")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() >= 8 && f[3] == "00010000" && f[7] == want
-        })
-}
-
 fn wait_listening(path: &Path, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !listening(path) {
+    // pagecam-capture listens under a temporary name and renames the socket
+    // into place, so once the path exists, connecting succeeds.
+    while !path.exists() {
         if Instant::now() > deadline {
             return Err(format!("{what}: nothing listens on {}", path.display()));
         }
