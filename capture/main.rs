@@ -7,7 +7,7 @@
 
 mod status;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use pagecam::format::{self, FrameFormat, Header, Layout, OnFull};
 use pagecam::housekeeping::{Housekeeper, HousekeepingConfig, Placement};
 use pagecam::notify::{Notifier, NotifierConfig};
 use pagecam::protocol::{End, EndReason, Hello, STORE_RECORDING_FILE};
-use pagecam::recording::{self, wall_ns, Prealloc};
+use pagecam::recording::{self, wall_ns, Prealloc, RecordingWriter};
 use pagecam::source::pattern::TestSource;
 use pagecam::source::v4l2::{self, IoMode, V4l2Config, V4l2Source};
 use pagecam::source::{Delivery, FrameSource};
@@ -316,29 +316,25 @@ fn layout_for(args: &Args, format: &FrameFormat, fps: f64) -> anyhow::Result<Lay
     Ok(layout)
 }
 
-fn run(args: Args) -> Result<ExitCode, Failure> {
-    let output = args.output.clone().expect("clap requires --output");
-    let mut source = open_source(&args)?;
+/// Create the recording, or with `--resume` continue an existing one whose
+/// format matches the source.
+fn open_recording(
+    args: &Args,
+    output: &Path,
+    source: &dyn FrameSource,
+) -> Result<RecordingWriter, Failure> {
     let format = source.format();
-    let interval = source.interval();
-    let mut writer = if args.resume && output.exists() {
-        let w = recording::resume(&output)
+    if args.resume && output.exists() {
+        let w = recording::resume(output)
             .context("cannot resume the recording")
             .map_err(fail(EXIT_STORAGE))?;
         if w.header().format != format {
             return Err(Failure(
                 EXIT_USAGE,
                 anyhow::anyhow!(
-                    "{} holds {} {}x{} ({} bytes/frame) but the source delivers {} {}x{} ({} bytes/frame)",
+                    "{} holds {} but the source delivers {format}",
                     output.display(),
-                    format::fourcc_str(w.header().format.fourcc),
-                    w.header().format.width,
-                    w.header().format.height,
-                    w.header().format.frame_size,
-                    format::fourcc_str(format.fourcc),
-                    format.width,
-                    format.height,
-                    format.frame_size
+                    w.header().format
                 ),
             ));
         }
@@ -347,37 +343,40 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
             w.committed(),
             w.session()
         );
-        w
-    } else {
-        let layout = layout_for(&args, &format, interval.fps()).map_err(fail(EXIT_USAGE))?;
-        let header = Header {
-            format,
-            interval,
-            layout,
-            on_full: match args.on_full {
-                OnFullArg::Wrap => OnFull::Wrap,
-                OnFullArg::Stop => OnFull::Stop,
-            },
-            created_ns: wall_ns(),
-            source: source.describe(),
-        };
-        let prealloc = match args.prealloc {
-            PreallocArg::Fallocate => Prealloc::Fallocate,
-            PreallocArg::Zero => Prealloc::Zero,
-        };
-        recording::create(&output, &header, prealloc)
-            .context("cannot create the recording")
-            .map_err(fail(EXIT_STORAGE))?
+        return Ok(w);
+    }
+    let interval = source.interval();
+    let layout = layout_for(args, &format, interval.fps()).map_err(fail(EXIT_USAGE))?;
+    let header = Header {
+        format,
+        interval,
+        layout,
+        on_full: match args.on_full {
+            OnFullArg::Wrap => OnFull::Wrap,
+            OnFullArg::Stop => OnFull::Stop,
+        },
+        created_ns: wall_ns(),
+        source: source.describe(),
     };
+    let prealloc = match args.prealloc {
+        PreallocArg::Fallocate => Prealloc::Fallocate,
+        PreallocArg::Zero => Prealloc::Zero,
+    };
+    recording::create(output, &header, prealloc)
+        .context("cannot create the recording")
+        .map_err(fail(EXIT_STORAGE))
+}
+
+fn run(args: Args) -> Result<ExitCode, Failure> {
+    let output = args.output.clone().expect("clap requires --output");
+    let mut source = open_source(&args)?;
+    let format = source.format();
+    let mut writer = open_recording(&args, &output, source.as_ref())?;
     let header = writer.header().clone();
     let layout = header.layout;
     tracing::info!(
-        "recording {} : {} {}x{} ({} bytes/frame), {} slots of {} bytes, {} MiB, on full: {:?}",
+        "recording {}: {format}, {} slots of {} bytes, {} MiB, on full: {:?}",
         output.display(),
-        format::fourcc_str(format.fourcc),
-        format.width,
-        format.height,
-        format.frame_size,
         layout.slot_count,
         layout.slot_size,
         layout.file_size >> 20,

@@ -98,6 +98,19 @@ impl FrameFormat {
     }
 }
 
+impl std::fmt::Display for FrameFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}x{} ({} bytes/frame)",
+            fourcc_str(self.fourcc),
+            self.width,
+            self.height,
+            self.frame_size
+        )
+    }
+}
+
 /// Frame interval as a fraction of a second (V4L2 `timeperframe`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Interval {
