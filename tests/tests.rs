@@ -10,11 +10,13 @@
 //! - `systemd`: the units in systemd/ pass systemd-analyze verify.
 //! - `guest`: booting Debian kernels with vivid under qemu (tests/vm/vm.sh).
 //! - `vivid`: the same binaries against the vivid camera on Linux 6.1 and 6.12.
+//! - `powercut`: power cuts (qemu SIGKILL) while recording vivid on Linux 6.1 and 6.12.
 
 mod bad_input;
 mod durability;
 mod guest;
 mod pipeline;
+mod powercut;
 mod systemd;
 mod util;
 mod vivid;

@@ -112,6 +112,14 @@ pub fn create(
     if path.exists() {
         return Err(RecordingError::Exists(path.to_path_buf()));
     }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let partial = dir.join(format!(".{name}.partial"));
+    // A partial file is what a crash during an earlier creation left; its
+    // blocks must be free again before the space check.
+    let _ = std::fs::remove_file(&partial);
     let size = header.layout.file_size;
     let available = nix::sys::statvfs::statvfs(&dir)
         .map(|s| s.blocks_available() * s.fragment_size())
@@ -126,13 +134,6 @@ pub fn create(
             available,
         });
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let partial = dir.join(format!(".{name}.partial"));
-    // A partial file is what a crash during an earlier creation left.
-    let _ = std::fs::remove_file(&partial);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
