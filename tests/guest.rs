@@ -108,20 +108,11 @@ impl Guest<'_> {
             self.timeout + Duration::from_secs(120),
             "qemu guest",
         );
-        let run = GuestRun {
+        GuestRun {
             code: out.status.code(),
             console: String::from_utf8_lossy(&out.stdout).into_owned(),
             harness: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        assert_ne!(
-            run.code,
-            Some(125),
-            "the VM harness failed:\n{}\n{}",
-            run.harness,
-            run.console
-        );
-        assert_ne!(run.code, Some(124), "the guest timed out:\n{}", run.console);
-        run
+        }
     }
 
     /// Copy a file out of the guest's disk image.

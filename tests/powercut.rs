@@ -212,24 +212,6 @@ impl Kind {
     }
 }
 
-/// 75% colour bars as vivid draws them: one YUYV line of `width` pixels.
-fn colour_bar_line(width: usize) -> Vec<u8> {
-    const BARS: [[u8; 4]; 8] = [
-        [0xb3, 0x80, 0xb3, 0x80],
-        [0xa0, 0x2c, 0xa0, 0x8d],
-        [0x82, 0x9c, 0x82, 0x2c],
-        [0x6f, 0x48, 0x6f, 0x3a],
-        [0x53, 0xb7, 0x53, 0xc5],
-        [0x40, 0x63, 0x40, 0xd3],
-        [0x22, 0xd3, 0x22, 0x72],
-        [0x10, 0x80, 0x10, 0x80],
-    ];
-    BARS.iter()
-        .flat_map(|pair| std::iter::repeat_n(pair, width / 16).flatten())
-        .copied()
-        .collect()
-}
-
 /// A recording as the next mount sees it, slot by slot.
 struct Recovered {
     slots: Vec<SlotStatus>,
@@ -275,7 +257,7 @@ fn recovered(path: &Path, what: &str) -> Recovered {
     assert_eq!(len, h.layout.file_size, "{what}: file size");
     assert_eq!(f.fourcc, fourcc(b"YUYV"), "{what}");
     assert_eq!((f.width, f.height), (320, 180), "{what}");
-    let want = colour_bar_line(f.width as usize);
+    let want = crate::vivid::colorbar_line(pagecam::format::YUYV, f.width as usize);
     let slots: Vec<SlotStatus> = (0..h.layout.slot_count)
         .map(|s| reader.check_slot(s))
         .collect();

@@ -58,7 +58,7 @@ ls /data
 "#;
 
 /// vivid's 75% colour bars, one line of `width` pixels.
-fn colorbar_line(fmt: u32, width: usize) -> Vec<u8> {
+pub(crate) fn colorbar_line(fmt: u32, width: usize) -> Vec<u8> {
     let bar = width / 8;
     let mut line = Vec::new();
     for b in 0..8 {
