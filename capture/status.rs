@@ -47,35 +47,31 @@ impl Drop for Status {
     }
 }
 
-/// Dirty bytes of the mapping starting at `start`, from /proc/self/smaps.
+/// Dirty bytes of the mapping starting at `start`, from /proc/self/smaps:
+/// the `*_Dirty:` lines of the block whose header line starts `start-`.
 fn dirty_bytes(start: usize) -> u64 {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return 0;
     };
     let head = format!("{start:x}-");
-    let mut in_map = false;
-    let mut kb = 0;
-    for line in smaps.lines() {
-        if line
-            .as_bytes()
-            .first()
-            .is_some_and(|b| b.is_ascii_hexdigit())
-            && line.contains('-')
-            && !line.contains(':')
-            || line.starts_with(&head)
-        {
-            in_map = line.starts_with(&head);
-        } else if in_map
-            && (line.starts_with("Shared_Dirty:") || line.starts_with("Private_Dirty:"))
-        {
-            kb += line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
+    let Some(at) = smaps.find(&head) else {
+        return 0;
+    };
+    let kb: u64 = smaps[at..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !is_mapping_header(l))
+        .filter(|l| l.starts_with("Shared_Dirty:") || l.starts_with("Private_Dirty:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
     kb * 1024
+}
+
+/// `7f12a000-7f13b000 rw-s ...`: the first line of a mapping's block.
+fn is_mapping_header(line: &str) -> bool {
+    line.split_whitespace()
+        .next()
+        .is_some_and(|t| t.contains('-') && t.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
 }
 
 fn status_loop(w: &Watched, tty: bool, stop: &AtomicBool) {

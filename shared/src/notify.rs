@@ -333,31 +333,39 @@ fn accept_client(shared: &Shared, listener: &OwnedFd, store: &File, mut hello: H
 
 /// Read what an analyzer sent: `Progress` updates its position; EOF means
 /// it left; anything else is a protocol violation and it is disconnected.
+/// What one packet from an analyzer means.
+enum Inbound {
+    Progress(u64),
+    Left,
+    Violation(String),
+}
+
 fn read_client(shared: &Shared, fd: i32, id: u64) {
     let mut buf = [0u8; protocol::MAX_LEN + 1];
     loop {
-        let verdict = match recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
+        let inbound = match recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => return,
-            Ok(0) | Err(_) => Err("disconnected".to_string()),
+            Ok(0) | Err(_) => Inbound::Left,
             Ok(n) => match protocol::decode(&buf[..n]) {
-                Ok(Message::Progress(p)) => Ok(p.sequence),
-                Ok(other) => Err(format!("sent an unexpected message ({other:?})")),
-                Err(e) => Err(format!("sent garbage: {e}")),
+                Ok(Message::Progress(p)) => Inbound::Progress(p.sequence),
+                Ok(other) => Inbound::Violation(format!("sent an unexpected message ({other:?})")),
+                Err(e) => Inbound::Violation(format!("sent garbage: {e}")),
             },
         };
         let mut clients = lock(&shared.clients);
         let Some(c) = clients.iter_mut().find(|c| c.status.id == id) else {
             return;
         };
-        match verdict {
-            Ok(seq) => c.status.acked = Some(seq),
-            Err(why) => {
-                if why != "disconnected" {
-                    tracing::warn!(client = id, "analyzer {why}; dropping it");
-                    shared.disconnected.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    tracing::info!(client = id, "analyzer disconnected");
-                }
+        match inbound {
+            Inbound::Progress(seq) => c.status.acked = Some(seq),
+            Inbound::Left => {
+                tracing::info!(client = id, "analyzer disconnected");
+                c.dead = true;
+                return;
+            }
+            Inbound::Violation(why) => {
+                tracing::warn!(client = id, "analyzer {why}; dropping it");
+                shared.disconnected.fetch_add(1, Ordering::Relaxed);
                 c.dead = true;
                 return;
             }
