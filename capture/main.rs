@@ -434,6 +434,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         Placement {
             first_sequence: writer.committed(),
             slot_offset: writer.slot_offset(),
+            sequence_end: writer.sequence_end(),
         },
         HousekeepingConfig {
             prefault_slots: if args.no_prefault { 0 } else { 3 },

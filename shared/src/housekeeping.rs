@@ -70,6 +70,9 @@ pub struct Durability {
 pub struct Placement {
     pub first_sequence: u64,
     pub slot_offset: u64,
+    /// No frame reaches this sequence (`--on-full stop`): nothing past it is
+    /// prefaulted, which would wrap around onto recorded frames.
+    pub sequence_end: Option<u64>,
 }
 
 pub struct Housekeeper {
@@ -129,7 +132,12 @@ impl Housekeeper {
                     if stopping || s.last_sync.elapsed() >= cfg.max_loss / 2 {
                         s.persist(committed, &dur);
                     }
-                    if cfg.drop_cache {
+                    if cfg.drop_cache && stopping {
+                        // Everything is durable now: leave nothing behind,
+                        // including slots prefaulted past the last frame.
+                        let n = s.map.layout().slot_count;
+                        s.map.drop_cached(&s.file, 0, n);
+                    } else if cfg.drop_cache {
                         let upto = dur.durable.load(Ordering::Relaxed).min(readers_passed());
                         s.drop_cache(upto, committed);
                     }
@@ -202,7 +210,7 @@ impl State {
         // Skip the slot being written now and the next one a source may
         // hold; stay `ahead` slots in front.
         let from = self.prefaulted_to.max(committed + 2);
-        let to = committed + 2 + ahead;
+        let to = (committed + 2 + ahead).min(self.placement.sequence_end.unwrap_or(u64::MAX));
         if from >= to {
             return;
         }

@@ -356,6 +356,14 @@ impl RecordingWriter {
         self.committed
     }
 
+    /// With `--on-full stop`, the sequence number no frame can reach (the
+    /// ring is full before it); `None` in wrap mode.
+    pub fn sequence_end(&self) -> Option<u64> {
+        let n = self.header.layout.slot_count as u64;
+        (self.header.on_full == OnFull::Stop)
+            .then(|| self.committed + n.saturating_sub(self.claimed_slots))
+    }
+
     /// Frames of this session go to slots in ring order: frame `sequence`
     /// lives in slot `(sequence + slot_offset) % slot_count`.
     pub fn slot_offset(&self) -> u64 {
