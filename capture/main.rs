@@ -9,7 +9,7 @@ mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,6 +194,10 @@ struct SummaryOut {
     delivery: &'static str,
     notifications_dropped: u64,
     analyzers_disconnected: u64,
+    /// fdatasyncs run, and the longest: a frame is durable at most
+    /// max_loss/2 plus one fdatasync after its commit.
+    fdatasyncs: u64,
+    worst_fdatasync_ms: f64,
     stop_reason: String,
     seconds: f64,
     fps: f64,
@@ -467,6 +471,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         &counters,
     );
     drop(status);
+    let durability = housekeeper.durability().clone();
     housekeeper.finish();
     if let Some(note) = source.delivery_note() {
         tracing::warn!("{note}");
@@ -497,6 +502,8 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
             .unwrap_or(0),
         delivery: summary.delivery.name(),
         notifications_dropped: notifier.total_dropped(),
+        fdatasyncs: durability.syncs.load(Ordering::Relaxed),
+        worst_fdatasync_ms: durability.worst_sync_us.load(Ordering::Relaxed) as f64 / 1000.0,
         analyzers_disconnected: notifier.disconnected(),
         stop_reason: summary.reason.to_string(),
         seconds: secs,

@@ -128,10 +128,8 @@ pub fn run(
                         let _ = source.release();
                         break 'run StopReason::RingFull;
                     };
-                    slot.copy_from(&data[..(info.bytes_used as usize).min(data.len())]);
-                    counters
-                        .bytes_copied
-                        .fetch_add(info.bytes_used as u64, Ordering::Relaxed);
+                    let n = slot.copy_from(&data[..(info.bytes_used as usize).min(data.len())]);
+                    counters.bytes_copied.fetch_add(n as u64, Ordering::Relaxed);
                     let c = commit(writer, slot, info);
                     if let Err(e) = source.release() {
                         break 'run StopReason::Source(e);

@@ -416,7 +416,8 @@ impl ClaimedSlot {
     }
 
     /// The one CPU copy of the MMAP path: copy `src` into the slot.
-    pub fn copy_from(&mut self, src: &[u8]) {
+    /// Returns the bytes copied (`src` is cut to the slot's capacity).
+    pub fn copy_from(&mut self, src: &[u8]) -> usize {
         let n = src.len().min(self.len);
         self.touched = true;
         // Soundness: `n <= len` keeps the write inside the slot; `src` is
@@ -424,7 +425,8 @@ impl ClaimedSlot {
         // writes the slot: this claim is unique and the slot is not queued to
         // a driver (queuing consumes the claim, see `into_queued`).
         // SAFETY: in bounds, non-overlapping, and this claim is the slot's only writer.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr(), n) }
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr(), n) };
+        n
     }
 
     /// Let `f` fill the slot in place (the built-in source renders straight
