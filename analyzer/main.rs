@@ -15,9 +15,9 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use pagecam::format::{fourcc_str, FLAG_ERROR};
+use pagecam::mapping::SlotReadError;
 use pagecam::protocol::EndReason;
 use pagecam::recording::{monotonic_ns, RecordingReader};
-use pagecam::shm::SlotReadError;
 use pagecam::stats::Analyzer;
 use pagecam::subscribe::{Event, SubscribeError, Subscription};
 
@@ -116,6 +116,8 @@ struct WatchSummary {
     missed: u64,
     overwritten: u64,
     torn: u64,
+    /// Notices naming a slot the store does not have.
+    bad_notices: u64,
     end: &'static str,
 }
 
@@ -129,7 +131,7 @@ fn emit(quiet: bool, out: &mut impl Write, line: &impl Serialize) {
 }
 
 fn main() -> ExitCode {
-    pagecam::shm::sigbus::install();
+    pagecam::mapping::sigbus::install();
     let args = Args::parse();
     match args.cmd {
         Cmd::Watch(w) => watch(w),
@@ -148,12 +150,17 @@ fn watch(args: WatchArgs) -> ExitCode {
     };
     let format = sub.hello().format;
     eprintln!(
-        "pagecam-analyzer: connected as client {}: {} {}x{}, {} slots",
+        "pagecam-analyzer: connected as client {}: {} {}x{}, {} live slots{}",
         sub.hello().client_id,
         fourcc_str(format.fourcc),
         format.width,
         format.height,
-        sub.hello().layout.slot_count
+        sub.hello().layout.slot_count,
+        if sub.archive().is_some() {
+            " (RAM ring; older frames in the recording)"
+        } else {
+            " (the recording file)"
+        }
     );
     let mut stats = Analyzer::new(format);
     let mut out = BufWriter::new(std::io::stdout().lock());
@@ -181,18 +188,18 @@ fn watch(args: WatchArgs) -> ExitCode {
         }
         next_seq = Some(notice.sequence + 1);
         let read =
-            sub.reader()
-                .read_frame(notice.slot, notice.generation, notice.bytes_used, |bytes| {
+            sub.live()
+                .read_frame(notice.slot, notice.generation, notice.bytes_used, |view| {
                     let held_ns = monotonic_ns();
-                    let s = stats.analyse(bytes);
-                    let crc = args.checksum.then(|| crc32c::crc32c(bytes));
+                    let s = stats.analyse(&view);
+                    let crc = args.checksum.then(|| view.crc32c());
                     if let Some(d) = args.slow {
                         std::thread::sleep(d);
                     }
                     (held_ns, s, crc)
                 });
         if args.drop_read {
-            sub.reader().forget(notice.slot);
+            sub.live().forget(notice.slot);
         }
         match read {
             Ok((held_ns, s, crc)) => {
@@ -226,6 +233,10 @@ fn watch(args: WatchArgs) -> ExitCode {
                     SlotReadError::Torn => {
                         sum.torn += 1;
                         "torn"
+                    }
+                    SlotReadError::NoSuchSlot { .. } => {
+                        sum.bad_notices += 1;
+                        "bad notice"
                     }
                 };
                 emit(
@@ -305,7 +316,10 @@ fn report(file: PathBuf) -> Result<Report, ExitCode> {
         ExitCode::from(EXIT_UNREADABLE)
     })?;
     let h = reader.header().clone();
-    let scan = reader.scan();
+    let scan = reader.scan().map_err(|e| {
+        eprintln!("pagecam-analyzer: {}: {e}", file.display());
+        ExitCode::from(EXIT_UNREADABLE)
+    })?;
     let first = scan.valid.first().map(|v| v.1);
     let last = scan.valid.last().map(|v| v.1);
     let mut sessions: Vec<u32> = scan.valid.iter().map(|v| v.1.session).collect();

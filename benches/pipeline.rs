@@ -688,7 +688,7 @@ fn calibrate(format: FrameFormat) -> Calibration {
     });
     let mut stats = Analyzer::new(format);
     let analyse_ns = per_call(n, |_| {
-        std::hint::black_box(stats.analyse(std::hint::black_box(&buf)));
+        std::hint::black_box(stats.analyse_bytes(std::hint::black_box(&buf)));
     });
     let mut dst = vec![1u8; size];
     let memcpy_ns = per_call(n, |_| {

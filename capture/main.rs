@@ -7,25 +7,25 @@
 
 mod status;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
-use pagecam::capture::{self, Counters, Limits, StopReason};
+use pagecam::capture::{Limits, StopReason};
 use pagecam::format::{self, FrameFormat, Header, Layout, OnFull};
-use pagecam::housekeeping::{Housekeeper, HousekeepingConfig, Placement};
-use pagecam::notify::{Notifier, NotifierConfig};
-use pagecam::protocol::{End, EndReason, Hello, STORE_RECORDING_FILE};
-use pagecam::recording::{self, wall_ns, Prealloc, RecordingWriter};
+use pagecam::persist::{PersistConfig, SyncMode};
+use pagecam::recording::{wall_ns, Prealloc};
+use pagecam::session::{RecordingPlan, Session, SessionConfig, SessionError};
 use pagecam::source::pattern::TestSource;
 use pagecam::source::v4l2::{self, IoMode, V4l2Config, V4l2Source};
 use pagecam::source::{Delivery, FrameSource};
+use pagecam::store::StoreKind;
 
 /// Exit codes (README, "Exit codes").
 const EXIT_USAGE: u8 = 1;
@@ -37,7 +37,7 @@ const EXIT_SOCKET: u8 = 4;
 #[command(
     name = "pagecam-capture",
     version,
-    about = "Record a camera into a pre-allocated, mmap'd recording file; analyzers read frames in place."
+    about = "Record a camera into a pre-allocated recording file; analyzers read frames in place."
 )]
 struct Args {
     /// Recording file to create (must not exist, unless --resume).
@@ -124,12 +124,61 @@ struct Args {
     /// Drop an analyzer whose socket has stayed full this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     stuck_timeout: Duration,
-    /// Do not prefault upcoming slots (for measurements).
+    /// Where live frames are kept. `direct` (default): a small sealed RAM
+    /// ring (memfd) that the driver fills and that is written to the
+    /// recording with O_DIRECT from the same pages: no copies, no page
+    /// faults, no page cache, on every kernel. `file`: the recording file's
+    /// own mapping (the page cache is the frame store; writeback persists
+    /// it; faults once per page after each writeback).
+    #[arg(long, value_enum, default_value_t = StoreArg::Direct)]
+    store: StoreArg,
+    /// Size of the RAM ring of `--store direct`: a duration at the frame
+    /// rate (e.g. 500ms, 2s) or a number of frames (e.g. 16). It bounds
+    /// memory and how long the disk may stall before frames are dropped.
+    #[arg(long, default_value = "500ms", value_parser = parse_ring)]
+    ram_ring: RingSize,
+    /// How `--store direct` makes frames durable: `cadence` (an fdatasync
+    /// every --max-loss/2) or `dsync` (every write O_DSYNC: durable at once,
+    /// in order).
+    #[arg(long, value_enum, default_value_t = SyncArg::Cadence)]
+    sync: SyncArg,
+    /// Do not prefault upcoming slots (file store; for measurements).
     #[arg(long)]
     no_prefault: bool,
     /// Do not start writeback of finished slots (for measurements).
     #[arg(long)]
     no_writeback: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StoreArg {
+    Direct,
+    File,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SyncArg {
+    Cadence,
+    Dsync,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum RingSize {
+    Frames(u32),
+    Time(Duration),
+}
+
+fn parse_ring(s: &str) -> Result<RingSize, String> {
+    if let Ok(n) = s.parse::<u32>() {
+        return if n == 0 {
+            Err("the RAM ring needs at least one frame".into())
+        } else {
+            Ok(RingSize::Frames(n))
+        };
+    }
+    humantime::parse_duration(s)
+        .map(RingSize::Time)
+        .map_err(|e| format!("{e} (a duration such as 500ms or 2s, or a number of frames)"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -192,12 +241,17 @@ struct SummaryOut {
     bytes_copied: u64,
     bytes_copied_per_frame: u64,
     delivery: &'static str,
+    store: &'static str,
+    /// Frames dropped because the disk was behind by the whole RAM ring.
+    disk_dropped: u64,
     notifications_dropped: u64,
     analyzers_disconnected: u64,
     /// fdatasyncs run, and the longest: a frame is durable at most
     /// max_loss/2 plus one fdatasync after its commit.
     fdatasyncs: u64,
     worst_fdatasync_ms: f64,
+    /// Longest write of one frame to the recording (direct store).
+    worst_write_ms: f64,
     stop_reason: String,
     seconds: f64,
     fps: f64,
@@ -219,7 +273,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
-    pagecam::shm::sigbus::install();
+    pagecam::mapping::sigbus::install();
     let args = Args::parse();
     if args.list_devices || args.list_formats.is_some() {
         return list(&args);
@@ -320,35 +374,9 @@ fn layout_for(args: &Args, format: &FrameFormat, fps: f64) -> anyhow::Result<Lay
     Ok(layout)
 }
 
-/// Create the recording, or with `--resume` continue an existing one whose
-/// format matches the source.
-fn open_recording(
-    args: &Args,
-    output: &Path,
-    source: &dyn FrameSource,
-) -> Result<RecordingWriter, Failure> {
+/// The recording to create (or resume) for this source.
+fn recording_plan(args: &Args, source: &dyn FrameSource) -> Result<RecordingPlan, Failure> {
     let format = source.format();
-    if args.resume && output.exists() {
-        let w = recording::resume(output)
-            .context("cannot resume the recording")
-            .map_err(fail(EXIT_STORAGE))?;
-        if w.header().format != format {
-            return Err(Failure(
-                EXIT_USAGE,
-                anyhow::anyhow!(
-                    "{} holds {} but the source delivers {format}",
-                    output.display(),
-                    w.header().format
-                ),
-            ));
-        }
-        tracing::info!(
-            "resuming at sequence {} as session {}",
-            w.committed(),
-            w.session()
-        );
-        return Ok(w);
-    }
     let interval = source.interval();
     let layout = layout_for(args, &format, interval.fps()).map_err(fail(EXIT_USAGE))?;
     let header = Header {
@@ -366,18 +394,79 @@ fn open_recording(
         PreallocArg::Fallocate => Prealloc::Fallocate,
         PreallocArg::Zero => Prealloc::Zero,
     };
-    recording::create(output, &header, prealloc)
-        .context("cannot create the recording")
-        .map_err(fail(EXIT_STORAGE))
+    Ok(if args.resume {
+        RecordingPlan::Resume {
+            create: Some((header, prealloc)),
+        }
+    } else {
+        RecordingPlan::Create { header, prealloc }
+    })
+}
+
+/// Slots of the RAM ring: enough for the driver's queue plus room for the
+/// disk to fall behind.
+fn ram_slots(args: &Args, fps: f64) -> u32 {
+    let wanted = match args.ram_ring {
+        RingSize::Frames(n) => n,
+        RingSize::Time(d) => (d.as_secs_f64() * fps.max(1.0)).ceil().min(u32::MAX as f64) as u32,
+    };
+    wanted.max(args.buffers.saturating_add(3)).max(4)
+}
+
+fn session_error(e: SessionError) -> Failure {
+    let code = match &e {
+        SessionError::FormatMismatch { .. } => EXIT_USAGE,
+        SessionError::Socket(_) => EXIT_SOCKET,
+        _ => EXIT_STORAGE,
+    };
+    Failure(
+        code,
+        anyhow::Error::new(e).context("cannot start recording"),
+    )
 }
 
 fn run(args: Args) -> Result<ExitCode, Failure> {
     let output = args.output.clone().expect("clap requires --output");
     let mut source = open_source(&args)?;
     let format = source.format();
-    let mut writer = open_recording(&args, &output, source.as_ref())?;
-    let header = writer.header().clone();
+    let socket = args.socket.clone().unwrap_or_else(|| {
+        let mut p = output.clone().into_os_string();
+        p.push(".sock");
+        PathBuf::from(p)
+    });
+    let cfg = SessionConfig {
+        output: output.clone(),
+        plan: recording_plan(&args, source.as_ref())?,
+        format,
+        store: match args.store {
+            StoreArg::Direct => StoreKind::Direct,
+            StoreArg::File => StoreKind::File,
+        },
+        ram_slots: ram_slots(&args, source.interval().fps()),
+        socket: socket.clone(),
+        persist: PersistConfig {
+            max_loss: args.max_loss,
+            sync: match args.sync {
+                SyncArg::Cadence => SyncMode::Cadence,
+                SyncArg::Dsync => SyncMode::Dsync,
+            },
+            prefault_slots: if args.no_prefault { 0 } else { 3 },
+            writeback: !args.no_writeback,
+            drop_cache: args.drop_cache,
+            ..Default::default()
+        },
+        stuck_after: args.stuck_timeout,
+    };
+    let (mut session, opened) = Session::open(&cfg).map_err(session_error)?;
+    let header = session.header().clone();
     let layout = header.layout;
+    if opened.resumed {
+        tracing::info!(
+            "resuming at sequence {} as session {}",
+            session.ring().next_sequence(),
+            session.ring().session()
+        );
+    }
     tracing::info!(
         "recording {}: {format}, {} slots of {} bytes, {} MiB, on full: {:?}",
         output.display(),
@@ -386,27 +475,30 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         layout.file_size >> 20,
         header.on_full
     );
-    let socket = args.socket.clone().unwrap_or_else(|| {
-        let mut p = output.clone().into_os_string();
-        p.push(".sock");
-        PathBuf::from(p)
-    });
-    let store = writer
-        .open_read_only()
-        .map_err(|e| Failure(EXIT_STORAGE, e.into()))?;
-    let notifier = Notifier::bind(NotifierConfig {
-        path: socket.clone(),
-        store,
-        hello: Hello {
-            store_kind: STORE_RECORDING_FILE,
-            layout,
-            format,
-            client_id: 0,
-        },
-        stuck_after: args.stuck_timeout,
-    })
-    .map_err(|e| Failure(EXIT_SOCKET, e.into()))?;
-    let notifier = Arc::new(notifier);
+    if let Some(ring) = &opened.ring {
+        tracing::info!(
+            "store: RAM ring of {} frames ({} MiB, sealed memfd), persisted with {}",
+            session.live_layout().slot_count,
+            ring.bytes >> 20,
+            opened.persist_mode
+        );
+        if let Some(e) = &ring.populate_error {
+            tracing::warn!(
+                "could not populate the RAM ring ({e}); its pages fault in on first use"
+            );
+        }
+        if let Some(e) = &ring.lock_error {
+            tracing::warn!(
+                "could not lock the RAM ring in memory ({e}; raise LimitMEMLOCK or RLIMIT_MEMLOCK): \
+                 under memory pressure its pages may be swapped out"
+            );
+        }
+    } else {
+        tracing::info!(
+            "store: the recording file's mapping, persisted by {}",
+            opened.persist_mode
+        );
+    }
     tracing::info!("analyzers connect to {}", socket.display());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -418,78 +510,27 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
             )
         })?;
     }
-    let counters = Arc::new(Counters::default());
-    let passed = {
-        let n = notifier.clone();
-        Box::new(move || {
-            n.clients()
-                .iter()
-                .map(|c| c.acked.map_or(0, |a| a + 1))
-                .min()
-                .unwrap_or(u64::MAX)
-        })
-    };
-    let housekeeper = Housekeeper::spawn(
-        writer.map().clone(),
-        writer
-            .open_read_only()
-            .map_err(|e| Failure(EXIT_STORAGE, e.into()))?,
-        counters.clone(),
-        Placement {
-            first_sequence: writer.committed(),
-            slot_offset: writer.slot_offset(),
-            sequence_end: writer.sequence_end(),
-        },
-        HousekeepingConfig {
-            prefault_slots: if args.no_prefault { 0 } else { 3 },
-            writeback: !args.no_writeback,
-            max_loss: args.max_loss,
-            drop_cache: args.drop_cache,
-            ..Default::default()
-        },
-        passed,
-    )
-    .map_err(|e| Failure(EXIT_STORAGE, e.into()))?;
     let status = status::Status::spawn(status::Watched {
-        counters: counters.clone(),
-        notifier: notifier.clone(),
-        durability: housekeeper.durability().clone(),
-        map: writer.map().clone(),
-        mode: source.delivery().name().to_string(),
+        counters: session.counters().clone(),
+        notifier: session.notifier().clone(),
+        progress: session.progress().clone(),
+        map: session.store().mapping().clone(),
+        store: session.store().kind(),
     });
 
     let limits = Limits {
         frames: args.frames,
         duration: args.duration,
     };
-    let summary = capture::run(
-        source.as_mut(),
-        &mut writer,
-        Some(&notifier),
-        limits,
-        &stop,
-        &counters,
-    );
+    let summary = session.run(source.as_mut(), limits, &stop, None);
     drop(status);
-    let durability = housekeeper.durability().clone();
-    housekeeper.finish();
     if let Some(note) = source.delivery_note() {
         tracing::warn!("{note}");
     }
-    // The driver must let go of the recording's pages before they are unmapped.
     drop(source);
-
-    let synced = writer.sync();
-    let end_reason = if summary.reason.is_error() {
-        EndReason::Error
-    } else {
-        EndReason::Finished
-    };
-    notifier.finish(End {
-        reason: end_reason,
-        frames: writer.committed(),
-    });
-
+    let store = session.store().kind();
+    let finished = session.finish(summary);
+    let summary = &finished.summary;
     let secs = summary.elapsed.as_secs_f64();
     let out = SummaryOut {
         frames: summary.frames,
@@ -501,10 +542,13 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
             .checked_div(summary.frames)
             .unwrap_or(0),
         delivery: summary.delivery.name(),
-        notifications_dropped: notifier.total_dropped(),
-        fdatasyncs: durability.syncs.load(Ordering::Relaxed),
-        worst_fdatasync_ms: durability.worst_sync_us.load(Ordering::Relaxed) as f64 / 1000.0,
-        analyzers_disconnected: notifier.disconnected(),
+        store: store.name(),
+        disk_dropped: summary.disk_dropped,
+        notifications_dropped: finished.notifications_dropped,
+        fdatasyncs: finished.syncs,
+        worst_fdatasync_ms: finished.worst_sync_ms,
+        worst_write_ms: finished.worst_write_ms,
+        analyzers_disconnected: finished.analyzers_disconnected,
         stop_reason: summary.reason.to_string(),
         seconds: secs,
         fps: summary.frames as f64 / secs.max(1e-9),
@@ -515,22 +559,27 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         serde_json::to_string(&out).expect("summary serializes")
     );
     tracing::info!(
-        "{} frames in {:.1} s ({:.1} fps), {} dropped by the source, {} error frames; {}",
+        "{} frames in {:.1} s ({:.1} fps), {} dropped by the source, {} by a slow disk, {} error frames; {}",
         out.frames,
         secs,
         out.fps,
         out.source_dropped,
+        out.disk_dropped,
         out.error_frames,
         summary.reason
     );
-    if let Err(e) = synced {
+    if let Some(e) = &finished.storage_failure {
         return Err(Failure(
             EXIT_STORAGE,
-            anyhow::Error::new(e).context("final sync failed"),
+            anyhow::anyhow!("storage failed: {e}"),
         ));
     }
-    match summary.reason {
-        StopReason::Source(e) => Err(Failure(EXIT_SOURCE, e.into())),
+    match &finished.summary.reason {
+        StopReason::Source(e) => Err(Failure(EXIT_SOURCE, anyhow::anyhow!("{e}"))),
+        StopReason::Storage(e) => Err(Failure(
+            EXIT_STORAGE,
+            anyhow::anyhow!("storage failed: {e}"),
+        )),
         _ => Ok(ExitCode::SUCCESS),
     }
 }

@@ -7,17 +7,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pagecam::capture::Counters;
-use pagecam::housekeeping::Durability;
+use pagecam::mapping::Mapping;
 use pagecam::notify::Notifier;
-use pagecam::shm::SharedMap;
+use pagecam::ring::Progress;
+use pagecam::store::StoreKind;
 
 /// What the status line watches.
 pub struct Watched {
     pub counters: Arc<Counters>,
     pub notifier: Arc<Notifier>,
-    pub durability: Arc<Durability>,
-    pub map: Arc<SharedMap>,
-    pub mode: String,
+    pub progress: Arc<Progress>,
+    pub map: Arc<Mapping>,
+    pub store: StoreKind,
 }
 
 pub struct Status {
@@ -75,7 +76,7 @@ fn is_mapping_header(line: &str) -> bool {
 }
 
 fn status_loop(w: &Watched, tty: bool, stop: &AtomicBool) {
-    let (c, n, mode) = (&w.counters, &w.notifier, &w.mode);
+    let (c, n) = (&w.counters, &w.notifier);
     let every = if tty {
         Duration::from_secs(1)
     } else {
@@ -90,26 +91,39 @@ fn status_loop(w: &Watched, tty: bool, stop: &AtomicBool) {
         let frames = c.frames.load(Ordering::Relaxed);
         let bytes = c.bytes_stored.load(Ordering::Relaxed);
         let dt = last_t.elapsed().as_secs_f64().max(1e-6);
-        let fps = (frames - last_frames) as f64 / dt;
-        let mbs = (bytes - last_bytes) as f64 / dt / 1e6;
+        let fps = frames.saturating_sub(last_frames) as f64 / dt;
+        let mbs = bytes.saturating_sub(last_bytes) as f64 / dt / 1e6;
         (last_t, last_frames, last_bytes) = (Instant::now(), frames, bytes);
-        let committed = c.committed.load(Ordering::Relaxed);
+        let published = w.progress.published.load(Ordering::Relaxed);
         let clients = n.clients();
         let lag = clients
             .iter()
-            .map(|s| committed.saturating_sub(s.acked.map_or(0, |a| a + 1)))
+            .map(|s| published.saturating_sub(s.acked.map_or(0, |a| a.saturating_add(1))))
             .max();
-        let durable = w.durability.durable.load(Ordering::Relaxed);
-        let resident = w.map.resident_bytes() >> 20;
-        let dirty = dirty_bytes(w.map.address_range().0) >> 20;
+        let durable = w.progress.durable.load(Ordering::Relaxed);
+        let unsaved = published.saturating_sub(w.progress.persisted.load(Ordering::Relaxed));
+        let memory = match w.store {
+            StoreKind::File => format!(
+                "{} MiB cached, {} MiB dirty",
+                w.map.resident_bytes() >> 20,
+                dirty_bytes(w.map.address_range().0) >> 20
+            ),
+            StoreKind::Direct => format!("{unsaved} in RAM not yet written"),
+        };
+        let mode = if c.copying.load(Ordering::Relaxed) {
+            "copy (one copy per frame)"
+        } else {
+            "direct (zero-copy)"
+        };
         let line = format!(
-            "{fps:6.1} fps  {frames} frames  {} dropped  {} errors  {mbs:7.1} MB/s  {} analyzers{}  {} notices dropped  {} not yet durable  {resident} MiB cached, {dirty} MiB dirty  [{mode}]",
-            c.source_dropped.load(Ordering::Relaxed),
+            "{fps:6.1} fps  {frames} frames  {} dropped  {} errors  {mbs:7.1} MB/s  {} analyzers{}  {} notices dropped  {} not yet durable  {memory}  [{} store, {mode}]",
+            c.source_dropped.load(Ordering::Relaxed) + c.disk_dropped.load(Ordering::Relaxed),
             c.error_frames.load(Ordering::Relaxed),
             clients.len(),
             lag.map(|l| format!(" (slowest {l} behind)")).unwrap_or_default(),
             n.total_dropped(),
-            committed.saturating_sub(durable),
+            published.saturating_sub(durable),
+            w.store.name(),
         );
         if tty {
             let mut e = std::io::stderr().lock();

@@ -259,7 +259,7 @@ fn recovered(path: &Path, what: &str) -> Recovered {
     assert_eq!((f.width, f.height), (320, 180), "{what}");
     let want = crate::vivid::colorbar_line(pagecam::format::YUYV, f.width as usize);
     let slots: Vec<SlotStatus> = (0..h.layout.slot_count)
-        .map(|s| reader.check_slot(s))
+        .map(|s| reader.check_slot(s).expect("read"))
         .collect();
     for (slot, status) in slots.iter().enumerate() {
         let slot = slot as u32;
@@ -267,14 +267,14 @@ fn recovered(path: &Path, what: &str) -> Recovered {
             SlotStatus::Busy => panic!("{what}: slot {slot} busy in a file nobody writes"),
             SlotStatus::Valid(m) => {
                 assert_eq!(m.bytes_used, f.frame_size, "{what}: slot {slot}: {m:?}");
-                let bad_line = reader
-                    .read_frame(slot, reader.generation(slot), m.bytes_used, |b| {
-                        (0..f.height as usize).find(|y| {
-                            let at = y * f.bytes_per_line as usize;
-                            b.get(at..at + want.len()) != Some(want.as_slice())
-                        })
-                    })
+                let (_, b) = reader
+                    .valid_frame(slot)
+                    .expect("read")
                     .expect("offline read is stable");
+                let bad_line = (0..f.height as usize).find(|y| {
+                    let at = y * f.bytes_per_line as usize;
+                    b.get(at..at + want.len()) != Some(want.as_slice())
+                });
                 assert_eq!(
                     bad_line, None,
                     "{what}: frame {} (slot {slot}) is reported valid, but line {bad_line:?} is not the colour bars",

@@ -314,7 +314,7 @@ fn analyzer(args: &[String]) -> io::Result<()> {
         // The analyzer now holds the whole frame in its own memory.
         let held = monotonic_ns();
         received += (HEADER + len) as u64;
-        let s = stats.analyse(&frame);
+        let s = stats.analyse_bytes(&frame);
         let now = monotonic_ns();
         frames += 1;
         let (seq, ts, ready) = (u64_at(&header, 8), u64_at(&header, 24), u64_at(&header, 32));

@@ -432,6 +432,43 @@ impl FrameMeta {
     }
 }
 
+/// An index record as bytes (docs/FORMAT.md, "Index record"): what the
+/// `O_DIRECT` writer puts in the file and what offline readers decode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    pub generation: u64,
+    pub meta: FrameMeta,
+    pub crc: u32,
+}
+
+impl Record {
+    pub fn encode(&self) -> [u8; RECORD_SIZE as usize] {
+        let mut b = [0u8; RECORD_SIZE as usize];
+        put_u64(&mut b, record::GENERATION, self.generation);
+        b[record::META].copy_from_slice(&self.meta.encode_meta());
+        put_u32(&mut b, record::CRC, self.crc);
+        b
+    }
+
+    /// Decode a record; `b` is at least `RECORD_SIZE` bytes.
+    pub fn decode(b: &[u8]) -> Option<Record> {
+        let b = b.get(..RECORD_SIZE as usize)?;
+        Some(Record {
+            generation: get_u64(b, record::GENERATION),
+            meta: FrameMeta {
+                sequence: get_u64(b, record::SEQUENCE),
+                source_sequence: get_u64(b, record::SOURCE_SEQUENCE),
+                timestamp_ns: get_u64(b, record::TIMESTAMP_NS),
+                wall_ns: get_u64(b, record::WALL_NS),
+                bytes_used: get_u32(b, record::BYTES_USED),
+                flags: get_u32(b, record::FLAGS),
+                session: get_u32(b, record::SESSION),
+            },
+            crc: get_u32(b, record::CRC),
+        })
+    }
+}
+
 /// A slot's state as told by its generation (docs/FORMAT.md, "Generations").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GenerationState {
@@ -541,6 +578,25 @@ mod tests {
         assert_ne!(c, m.checksum(crc32c::crc32c(b"frami")));
         let m2 = FrameMeta { sequence: 6, ..m };
         assert_ne!(c, m2.checksum(crc32c::crc32c(b"frame")));
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let r = Record {
+            generation: 42,
+            meta: FrameMeta {
+                sequence: 1,
+                source_sequence: 2,
+                timestamp_ns: 3,
+                wall_ns: 4,
+                bytes_used: 5,
+                flags: 6,
+                session: 7,
+            },
+            crc: 8,
+        };
+        assert_eq!(Record::decode(&r.encode()), Some(r));
+        assert_eq!(Record::decode(&[0u8; 10]), None);
     }
 
     #[test]

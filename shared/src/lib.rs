@@ -1,32 +1,42 @@
-//! pagecam: the recording file, the frame ring, the notification protocol
-//! and the frame sources shared by `pagecam-capture` and `pagecam-analyzer`.
+//! pagecam: the recording file, the frame store and ring, the notification
+//! protocol and the frame sources shared by `pagecam-capture` and
+//! `pagecam-analyzer`.
 //!
-//! Key design decision: frames live in exactly one place, the page-cache
-//! pages of a pre-allocated recording file that capture maps `MAP_SHARED`
-//! (and a V4L2 driver may write directly through USERPTR). Analyzers map the
-//! same pages read-only and are told about each frame by a tiny message on a
-//! Unix socket; they read frames in place, validated by per-slot generation
-//! counters (a seqlock). Nothing here copies frame data except the single
-//! copy of the V4L2 MMAP fallback.
+//! Key design decision: a frame exists in memory once. Capture writes it
+//! (or a V4L2 driver does, through USERPTR) into a slot of a shared frame
+//! store; analyzers in other processes map the same pages read-only, are
+//! told about each frame by a tiny message on a Unix socket, and read it in
+//! place, validated by per-slot generation counters (a seqlock). The store
+//! is either the recording file's own mapping (`StoreKind::File`) or a
+//! sealed memfd ring persisted to the file with `O_DIRECT` from the same
+//! pages (`StoreKind::Direct`). Nothing here copies frame data except the
+//! single copy of the V4L2 MMAP fallback.
 //!
 //! Layers, each using only the ones above it: `format` and `protocol`
-//! (pure encoding), `shm` (the only module touching mapped memory),
-//! `recording` (files), `notify` / `subscribe` (sockets), `source` (frame
-//! producers), `capture` (the per-frame loop), `stats` (analysis).
+//! (pure encoding); `sys` (syscall wrappers) and `mapping` (the only module
+//! touching shared memory); `recording` (files); `store` (the frame store,
+//! writer and reader side); `ring` (the single writer of a store);
+//! `persist` (how frames reach the disk); `notify` / `subscribe` (sockets);
+//! `source` (frame producers); `capture` (the per-frame loop); `session`
+//! (composes them for one run); `stats` (analysis).
 //! This crate must not print to the terminal or exit the process: that is
 //! the binaries' job.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod capture;
 pub mod format;
-pub mod housekeeping;
+pub mod mapping;
 pub mod notify;
+pub mod persist;
 pub mod protocol;
 pub mod recording;
-pub mod shm;
+pub mod ring;
+pub mod session;
 pub mod source;
 pub mod stats;
+pub mod store;
 pub mod subscribe;
+pub mod sys;
 
 /// Exit code for storage failures (documented in the README).
 pub const EXIT_STORAGE: i32 = 3;

@@ -28,6 +28,7 @@ use nix::sys::socket::{
 use thiserror::Error;
 
 use crate::protocol::{self, End, FrameNotice, Hello, Message};
+use crate::ring::Progress;
 
 #[derive(Debug, Error)]
 pub enum NotifyError {
@@ -78,9 +79,13 @@ pub struct Notifier {
 
 pub struct NotifierConfig {
     pub path: PathBuf,
-    /// Read-only descriptor of the frame store, passed to each analyzer.
-    pub store: File,
+    /// Read-only descriptors of the frame store, passed to each analyzer
+    /// (one per part: `protocol::descriptors_for(hello.store_kind)`).
+    pub store: Vec<File>,
+    /// The hello; its `client_id` and `next_sequence` are filled per client.
     pub hello: Hello,
+    /// Where the session's frames are (for the hello's `next_sequence`).
+    pub progress: Arc<Progress>,
     /// Disconnect an analyzer whose socket has been full this long.
     pub stuck_after: Duration,
 }
@@ -286,7 +291,9 @@ fn control_loop(shared: &Shared, listener: OwnedFd, cfg: NotifierConfig) {
             .collect();
         drop(pollfds);
         if ready[0] {
-            accept_client(shared, &listener, &cfg.store, hello_template);
+            let mut hello = hello_template;
+            hello.next_sequence = cfg.progress.published.load(Ordering::Acquire);
+            accept_client(shared, &listener, &cfg.store, hello);
         }
         for (i, (fd, id)) in fds.iter().enumerate() {
             if ready[i + 1] {
@@ -297,7 +304,7 @@ fn control_loop(shared: &Shared, listener: OwnedFd, cfg: NotifierConfig) {
     }
 }
 
-fn accept_client(shared: &Shared, listener: &OwnedFd, store: &File, mut hello: Hello) {
+fn accept_client(shared: &Shared, listener: &OwnedFd, store: &[File], mut hello: Hello) {
     let fd = match accept4(
         listener.as_raw_fd(),
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
@@ -308,11 +315,15 @@ fn accept_client(shared: &Shared, listener: &OwnedFd, store: &File, mut hello: H
     };
     hello.client_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let msg = hello.encode();
-    let fds = [store.as_raw_fd()];
+    let fds: [i32; 2] = [
+        store.first().map_or(-1, |f| f.as_raw_fd()),
+        store.get(1).map_or(-1, |f| f.as_raw_fd()),
+    ];
+    let fds = &fds[..store.len().min(2)];
     let sent = sendmsg::<()>(
         fd.as_raw_fd(),
         &[IoSlice::new(&msg)],
-        &[ControlMessage::ScmRights(&fds)],
+        &[ControlMessage::ScmRights(fds)],
         MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         None,
     );

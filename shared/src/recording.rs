@@ -1,24 +1,30 @@
-//! Creating, opening, writing and checking recording files.
+//! Recording files: creating them, reopening them to continue, and reading
+//! and checking them offline.
 //!
 //! A recording is created at its full size with real block allocation
-//! before the first frame and never changes size afterwards: writeback then
-//! only fills already-allocated blocks, so a power cut cannot lose
-//! filesystem metadata, only unflushed frame pages. The writer holds an
+//! before the first frame and never changes size afterwards: writes then
+//! only fill already-allocated blocks, so a power cut cannot lose
+//! filesystem metadata, only unwritten frames. The writer holds an
 //! exclusive `flock` for its whole session.
+//!
+//! Reading goes through positional reads (`pread`), not a mapping: offline
+//! tools then work on recordings of any size on 32-bit boards, can never
+//! die of SIGBUS, and a live recording is read with the same seqlock rule
+//! as in memory (record, data, record again: a change means "busy").
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use thiserror::Error;
 
 use crate::format::{
-    generation_state, FormatError, FrameMeta, GenerationState, Header, OnFull, HEADER_SIZE,
+    generation_state, FormatError, FrameMeta, GenerationState, Header, OnFull, Record, HEADER_SIZE,
+    RECORD_SIZE,
 };
-use crate::shm::{ClaimedSlot, SharedMap, SlotReadError};
+use crate::ring::RingStart;
+use crate::sys;
 
 #[derive(Debug, Error)]
 pub enum RecordingError {
@@ -40,6 +46,8 @@ pub enum RecordingError {
     Locked(PathBuf),
     #[error("the filesystem of {0} cannot pre-allocate blocks (fallocate unsupported)")]
     NoFallocate(PathBuf),
+    #[error("{0} is not a regular file")]
+    NotAFile(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecordingError + '_ {
@@ -51,30 +59,17 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecordingError + '_ {
 
 /// Current CLOCK_MONOTONIC and CLOCK_REALTIME in nanoseconds.
 pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
+    sys::clock_ns(libc::CLOCK_MONOTONIC)
 }
 pub fn wall_ns() -> u64 {
-    clock_ns(libc::CLOCK_REALTIME)
-}
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let t = nix::time::clock_gettime(clock.into()).expect("clock_gettime on a standard clock");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    sys::clock_ns(libc::CLOCK_REALTIME)
 }
 
 fn lock_exclusive(file: &File, path: &Path) -> Result<(), RecordingError> {
-    // SAFETY: flock on a valid fd owned by `file`.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(RecordingError::Locked(path.to_path_buf()))
-    } else {
-        Err(RecordingError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })
+    match sys::try_lock_exclusive(file) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(RecordingError::Locked(path.to_path_buf())),
+        Err(e) => Err(io_err(path)(e)),
     }
 }
 
@@ -82,34 +77,91 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<(), RecordingError> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prealloc {
     /// `fallocate`: instant; blocks are reserved as *unwritten* extents, so
-    /// the first writeback of each range converts it (a small journaled
+    /// the first write of each range converts it (a small journaled
     /// metadata change, made durable by the next `fdatasync`).
     Fallocate,
     /// Write zeros through the whole file and sync: slower to create, but
-    /// afterwards writeback changes no filesystem metadata at all.
+    /// afterwards writing changes no filesystem metadata at all.
     Zero,
 }
 
+/// Permissions of new recordings: owner read-write, group read (analyzers
+/// run in the recording's group), nobody else.
+pub const RECORDING_MODE: u32 = 0o640;
+
+/// An open recording file for its single writer, with the lock held, and
+/// where the next session's frames go.
+#[derive(Debug)]
+pub struct RecordingFile {
+    pub path: PathBuf,
+    pub file: File,
+    pub header: Header,
+    /// Where the session starts, in the recording's own slots.
+    pub start: RingStart,
+}
+
+/// A recording built under a temporary name, not yet visible at its path.
+/// `publish` links it into place; dropping it removes it.
+#[derive(Debug)]
+pub struct NewRecording {
+    partial: PathBuf,
+    dir: PathBuf,
+    rec: Option<RecordingFile>,
+}
+
+impl NewRecording {
+    pub fn recording(&self) -> &RecordingFile {
+        self.rec.as_ref().expect("present until published")
+    }
+
+    /// Make the recording appear at its path (`link`, so an existing file
+    /// is never replaced), durable, and hand it over.
+    pub fn publish(mut self) -> Result<RecordingFile, RecordingError> {
+        let rec = self.rec.take().expect("published once");
+        std::fs::hard_link(&self.partial, &rec.path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                RecordingError::Exists(rec.path.clone())
+            } else {
+                io_err(&rec.path)(e)
+            }
+        })?;
+        sync_dir(&self.dir);
+        let _ = std::fs::remove_file(&self.partial);
+        sync_dir(&self.dir);
+        Ok(rec)
+    }
+}
+
+impl Drop for NewRecording {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.partial);
+    }
+}
+
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Create a recording file of `header.layout.file_size` bytes with every
-/// block allocated, the header written and synced, and the writer lock held.
+/// block allocated, the header written and synced, and the writer lock held,
+/// under a temporary name (`.NAME.partial`) in the same directory.
 ///
-/// The file is built under a temporary name (`.NAME.partial`) and linked to
-/// `path` only once complete and durable, so a crash or power cut during
-/// creation leaves no half-made recording at `path`. On failure nothing is
-/// left behind.
+/// Nothing appears at `path` until `NewRecording::publish`, so a crash,
+/// power cut or later failure (e.g. the socket cannot be bound) leaves no
+/// half-made recording at `path`.
 pub fn create(
     path: &Path,
     header: &Header,
     prealloc: Prealloc,
-) -> Result<RecordingWriter, RecordingError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+) -> Result<NewRecording, RecordingError> {
+    let dir = dir_of(path);
     if !dir.is_dir() {
         return Err(RecordingError::NoDirectory(dir));
     }
-    if path.exists() {
+    if path.symlink_metadata().is_ok() {
         return Err(RecordingError::Exists(path.to_path_buf()));
     }
     let name = path
@@ -121,12 +173,7 @@ pub fn create(
     // blocks must be free again before the space check.
     let _ = std::fs::remove_file(&partial);
     let size = header.layout.file_size;
-    let available = nix::sys::statvfs::statvfs(&dir)
-        .map(|s| s.blocks_available() * s.fragment_size())
-        .map_err(|e| RecordingError::Io {
-            path: dir.clone(),
-            source: e.into(),
-        })?;
+    let available = sys::available_bytes(&dir).map_err(io_err(&dir))?;
     if available < size {
         return Err(RecordingError::NoSpace {
             path: path.to_path_buf(),
@@ -138,45 +185,31 @@ pub fn create(
         .read(true)
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(RECORDING_MODE)
         .open(&partial)
         .map_err(io_err(&partial))?;
-    let result = (|| {
-        lock_exclusive(&file, path)?;
-        allocate(&file, path, size, available, prealloc)?;
-        file.write_all_at(&header.encode(), 0)
-            .map_err(io_err(path))?;
-        file.sync_all().map_err(io_err(path))?;
-        std::fs::hard_link(&partial, path).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                RecordingError::Exists(path.to_path_buf())
-            } else {
-                RecordingError::Io {
-                    path: path.to_path_buf(),
-                    source: e,
-                }
-            }
-        })?;
-        sync_dir(&dir);
-        let _ = std::fs::remove_file(&partial);
-        sync_dir(&dir);
-        SharedMap::map_writable(&file, header.layout).map_err(io_err(path))
-    })();
-    match result {
-        Ok(map) => Ok(RecordingWriter::new(
-            path,
-            file,
-            header.clone(),
-            map,
-            1,
-            0,
-            0,
-        )),
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
-    }
+    let mut new = NewRecording {
+        partial,
+        dir,
+        rec: None,
+    };
+    lock_exclusive(&file, path)?;
+    allocate(&file, path, size, available, prealloc)?;
+    file.write_all_at(&header.encode(), 0)
+        .map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))?;
+    new.rec = Some(RecordingFile {
+        path: path.to_path_buf(),
+        file,
+        header: header.clone(),
+        start: RingStart {
+            next_sequence: 0,
+            next_slot: 0,
+            session: 1,
+            budget: (header.on_full == OnFull::Stop).then_some(header.layout.slot_count as u64),
+        },
+    });
+    Ok(new)
 }
 
 fn sync_dir(dir: &Path) {
@@ -197,18 +230,11 @@ fn allocate(
         needed: size,
         available,
     };
-    // SAFETY: fallocate on a valid fd; mode 0 allocates blocks and extends
-    // the size; no memory is passed.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = sys::fallocate(file, 0, size) {
         return Err(match e.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EFBIG) => no_space(),
             Some(libc::EOPNOTSUPP) => RecordingError::NoFallocate(path.to_path_buf()),
-            _ => RecordingError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            },
+            _ => io_err(path)(e),
         });
     }
     if how == Prealloc::Zero {
@@ -219,10 +245,7 @@ fn allocate(
             file.write_all_at(&zeros[..n], at)
                 .map_err(|e| match e.raw_os_error() {
                     Some(libc::ENOSPC) => no_space(),
-                    _ => RecordingError::Io {
-                        path: path.to_path_buf(),
-                        source: e,
-                    },
+                    _ => io_err(path)(e),
                 })?;
             at += n as u64;
         }
@@ -232,44 +255,90 @@ fn allocate(
 
 /// Reopen an existing recording to continue it (`capture --resume`).
 ///
-/// Takes the writer lock, checks the header and size, scans the index and
-/// positions the writer right after the newest valid frame: sequence
-/// numbers continue, the session number is one more than any found, and in
-/// wrap mode the next slot written is the one after the newest frame,
-/// which holds the oldest (never a newer valid frame).
-pub fn resume(path: &Path) -> Result<RecordingWriter, RecordingError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))?;
+/// Takes the writer lock, checks the header and size, and positions the
+/// next session right after the newest valid frame: sequence numbers
+/// continue, the session number is one more than any found, and in wrap
+/// mode the next slot written is the one after the newest frame, which
+/// holds the oldest (never a newer valid frame).
+pub fn resume(path: &Path) -> Result<RecordingFile, RecordingError> {
+    let file = open_regular(path, true)?;
     lock_exclusive(&file, path)?;
     let header = read_header(&file, path)?;
-    let map = SharedMap::map_writable(&file, header.layout).map_err(io_err(path))?;
-    let scan = scan_map(&map, &header);
-    let n = header.layout.slot_count;
-    let (next_seq, next_slot, session) = match scan.valid.last() {
-        Some((slot, meta)) => {
-            let session = scan.valid.iter().map(|(_, m)| m.session).max().unwrap_or(0) + 1;
-            (meta.sequence + 1, (slot + 1) % n, session)
-        }
-        None => (0, 0, 1),
+    let reader = RecordingReader {
+        file: file.try_clone().map_err(io_err(path))?,
+        path: path.to_path_buf(),
+        header: header.clone(),
     };
-    let mut w = RecordingWriter::new(path, file, header, map, session, next_seq, next_slot);
+    let records = reader.records().map_err(io_err(path))?;
+    let n = header.layout.slot_count;
+    // Any committed-looking record counts for the session number, valid or
+    // not: a new session must never reuse an old one's number.
+    let session = records
+        .iter()
+        .filter(|(_, r)| generation_state(r.generation) == GenerationState::Committed)
+        .map(|(_, r)| r.meta.session)
+        .max()
+        .unwrap_or(0)
+        .checked_add(1)
+        .ok_or_else(|| RecordingError::Format {
+            path: path.to_path_buf(),
+            source: FormatError::Inconsistent("session numbers are exhausted".into()),
+        })?;
+    let newest = reader.newest_valid(&records).map_err(io_err(path))?;
+    let (next_sequence, next_slot) = match newest {
+        Some((slot, meta)) => {
+            let next = meta
+                .sequence
+                .checked_add(1)
+                .ok_or_else(|| RecordingError::Format {
+                    path: path.to_path_buf(),
+                    source: FormatError::Inconsistent("sequence numbers are exhausted".into()),
+                })?;
+            (next, (slot + 1) % n)
+        }
+        None => (0, 0),
+    };
     // In stop mode only the slots after the newest frame are free; if that
     // was the last slot, the recording is full.
-    if w.header.on_full == OnFull::Stop && next_slot == 0 && !scan.valid.is_empty() {
-        w.claimed_slots = n as u64;
+    let budget = (header.on_full == OnFull::Stop).then(|| match newest {
+        Some(_) if next_slot == 0 => 0,
+        _ => (n - next_slot) as u64,
+    });
+    Ok(RecordingFile {
+        path: path.to_path_buf(),
+        file,
+        header,
+        start: RingStart {
+            next_sequence,
+            next_slot,
+            session,
+            budget,
+        },
+    })
+}
+
+/// Open `path` as a regular file without blocking on a FIFO or a device.
+fn open_regular(path: &Path, write: bool) -> Result<File, RecordingError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    let t = meta.file_type();
+    if !t.is_file() || t.is_fifo() {
+        return Err(RecordingError::NotAFile(path.to_path_buf()));
     }
-    Ok(w)
+    Ok(file)
 }
 
 /// Read and validate the header of an open recording, including that the
-/// file is as long as the header says (so no later access can SIGBUS).
-fn read_header(file: &File, path: &Path) -> Result<Header, RecordingError> {
+/// file is as long as the header says.
+pub(crate) fn read_header(file: &File, path: &Path) -> Result<Header, RecordingError> {
     let len = file.metadata().map_err(io_err(path))?.len();
     let mut buf = vec![0u8; HEADER_SIZE as usize];
-    let n = read_up_to(file, &mut buf).map_err(io_err(path))?;
+    let n = read_up_to(file, &mut buf, 0).map_err(io_err(path))?;
     let fmt_err = |source| RecordingError::Format {
         path: path.to_path_buf(),
         source,
@@ -284,151 +353,20 @@ fn read_header(file: &File, path: &Path) -> Result<Header, RecordingError> {
     Ok(header)
 }
 
-fn read_up_to(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_up_to(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], done as u64)? {
-            0 => break,
-            n => done += n,
+        match file.read_at(&mut buf[done..], at + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(done)
 }
 
-/// The single writer of a recording. Hands out slots in ring order and
-/// commits frames into them.
-pub struct RecordingWriter {
-    path: PathBuf,
-    file: File,
-    header: Header,
-    /// Shared with the housekeeping thread, which prefaults and flushes
-    /// through this same mapping (page tables are per mapping).
-    map: Arc<SharedMap>,
-    session: u32,
-    /// The slot the next claim takes (ring order).
-    next_slot: u32,
-    /// Slots claimed so far in ring positions (for `--on-full stop`).
-    claimed_slots: u64,
-    /// The sequence number of the next committed frame.
-    committed: u64,
-}
-
-impl RecordingWriter {
-    fn new(
-        path: &Path,
-        file: File,
-        header: Header,
-        map: SharedMap,
-        session: u32,
-        next_seq: u64,
-        next_slot: u32,
-    ) -> Self {
-        let map = Arc::new(map);
-        RecordingWriter {
-            path: path.to_path_buf(),
-            file,
-            header,
-            map,
-            session,
-            next_slot,
-            claimed_slots: next_slot as u64,
-            committed: next_seq,
-        }
-    }
-
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-    pub fn map(&self) -> &Arc<SharedMap> {
-        &self.map
-    }
-    pub fn session(&self) -> u32 {
-        self.session
-    }
-    /// The sequence number of the next frame.
-    pub fn committed(&self) -> u64 {
-        self.committed
-    }
-
-    /// With `--on-full stop`, the sequence number no frame can reach (the
-    /// ring is full before it); `None` in wrap mode.
-    pub fn sequence_end(&self) -> Option<u64> {
-        let n = self.header.layout.slot_count as u64;
-        (self.header.on_full == OnFull::Stop)
-            .then(|| self.committed + n.saturating_sub(self.claimed_slots))
-    }
-
-    /// Frames of this session go to slots in ring order: frame `sequence`
-    /// lives in slot `(sequence + slot_offset) % slot_count`.
-    pub fn slot_offset(&self) -> u64 {
-        let n = self.header.layout.slot_count as u64;
-        (self.next_slot as u64 + n - self.committed % n) % n
-    }
-
-    /// Open a read-only descriptor of the recording to pass to analyzers.
-    pub fn open_read_only(&self) -> Result<File, RecordingError> {
-        File::open(&self.path).map_err(io_err(&self.path))
-    }
-
-    /// Claim the next slot in ring order, or `None` when the ring is full
-    /// and the policy is `Stop`.
-    pub fn claim_next(&mut self) -> Option<ClaimedSlot> {
-        let n = self.header.layout.slot_count;
-        if self.header.on_full == OnFull::Stop && self.claimed_slots >= n as u64 {
-            return None;
-        }
-        let slot = self.next_slot;
-        self.next_slot = (slot + 1) % n;
-        self.claimed_slots += 1;
-        Some(self.map.claim(slot))
-    }
-
-    /// Commit a filled slot: checksum, record, then the even generation.
-    /// `meta.sequence` and `meta.session` are assigned here.
-    pub fn commit(&mut self, slot: ClaimedSlot, mut meta: FrameMeta) -> Committed {
-        meta.bytes_used = meta.bytes_used.min(slot.capacity() as u32);
-        meta.sequence = self.committed;
-        meta.session = self.session;
-        let crc = meta.checksum(slot.crc32c(meta.bytes_used as usize));
-        let index = slot.slot();
-        let generation = self.map.commit(slot, &meta, crc);
-        self.committed += 1;
-        Committed {
-            slot: index,
-            generation,
-            meta,
-        }
-    }
-
-    /// Make everything written so far durable (data, index and size).
-    pub fn sync(&self) -> Result<(), RecordingError> {
-        self.map.flush_index().map_err(io_err(&self.path))?;
-        self.file.sync_data().map_err(io_err(&self.path))
-    }
-}
-
-/// What `commit` published: enough for a notification.
-#[derive(Clone, Copy, Debug)]
-pub struct Committed {
-    pub slot: u32,
-    pub generation: u64,
-    pub meta: FrameMeta,
-}
-
-/// A read-only view of a recording (offline tools, or analyzers given a
-/// descriptor over the socket).
-pub struct RecordingReader {
-    header: Header,
-    map: SharedMap,
-}
-
-/// The state of one slot as found by a scan.
+/// The state of one slot as found by a check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotStatus {
     /// Never written.
@@ -445,101 +383,6 @@ pub enum SlotStatus {
     Busy,
 }
 
-impl RecordingReader {
-    pub fn open(path: &Path) -> Result<Self, RecordingError> {
-        let file = File::open(path).map_err(io_err(path))?;
-        Self::from_file(file, path)
-    }
-
-    /// Map a recording from an already open (read-only) descriptor.
-    pub fn from_file(file: File, path: &Path) -> Result<Self, RecordingError> {
-        let header = read_header(&file, path)?;
-        let map = SharedMap::map_read_only(&file, header.layout).map_err(io_err(path))?;
-        Ok(RecordingReader { header, map })
-    }
-
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
-    /// The slot's current generation.
-    pub fn generation(&self, slot: u32) -> u64 {
-        self.map.generation(slot)
-    }
-
-    /// Bytes of the recording in the page cache (mincore(2)).
-    pub fn resident_bytes(&self) -> u64 {
-        self.map.resident_bytes()
-    }
-
-    /// Unmap a slot from this reader's page tables, so that capture's
-    /// `--drop-cache` can drop its pages from memory.
-    pub fn forget(&self, slot: u32) {
-        self.map.forget(slot, 1);
-    }
-
-    /// Read frame `generation` in `slot` in place; see `SharedMap::read_slot`.
-    pub fn read_frame<R>(
-        &self,
-        slot: u32,
-        generation: u64,
-        bytes_used: u32,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R, SlotReadError> {
-        self.map.read_slot(slot, generation, bytes_used as usize, f)
-    }
-
-    /// Check one slot: record consistent, generation committed, checksum of
-    /// data and metadata matching.
-    pub fn check_slot(&self, slot: u32) -> SlotStatus {
-        check_slot(&self.map, &self.header, slot)
-    }
-
-    /// Check every slot (what `verify` and `inspect` report).
-    pub fn scan(&self) -> Scan {
-        scan_map(&self.map, &self.header)
-    }
-}
-
-fn check_slot(map: &SharedMap, header: &Header, slot: u32) -> SlotStatus {
-    let Some(snap) = map.snapshot(slot) else {
-        return SlotStatus::Busy;
-    };
-    let generation = snap.generation;
-    match generation_state(generation) {
-        GenerationState::Empty => return SlotStatus::Empty,
-        GenerationState::Writing => return SlotStatus::Incomplete { generation },
-        GenerationState::Committed => {}
-    }
-    if snap.meta.bytes_used as u64 > header.layout.slot_size {
-        return SlotStatus::Corrupt { generation };
-    }
-    let crc = map.read_slot(slot, generation, snap.meta.bytes_used as usize, |b| {
-        snap.meta.checksum(crc32c::crc32c(b))
-    });
-    match crc {
-        Ok(c) if c == snap.crc => SlotStatus::Valid(snap.meta),
-        Ok(_) => SlotStatus::Corrupt { generation },
-        Err(_) => SlotStatus::Busy,
-    }
-}
-
-/// Check every slot of a mapped recording.
-fn scan_map(map: &SharedMap, header: &Header) -> Scan {
-    let mut scan = Scan::default();
-    for slot in 0..header.layout.slot_count {
-        match check_slot(map, header, slot) {
-            SlotStatus::Empty => scan.empty += 1,
-            SlotStatus::Busy => scan.busy += 1,
-            SlotStatus::Incomplete { .. } => scan.incomplete.push(slot),
-            SlotStatus::Corrupt { .. } => scan.corrupt.push(slot),
-            SlotStatus::Valid(m) => scan.valid.push((slot, m)),
-        }
-    }
-    scan.valid.sort_by_key(|(_, m)| m.sequence);
-    scan
-}
-
 /// The result of checking every slot.
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -548,7 +391,8 @@ pub struct Scan {
     pub incomplete: Vec<u32>,
     pub corrupt: Vec<u32>,
     pub empty: u32,
-    pub busy: u32,
+    /// Slots that changed while being checked (a live recording).
+    pub busy: Vec<u32>,
 }
 
 impl Scan {
@@ -557,21 +401,288 @@ impl Scan {
     pub fn source_gaps(&self) -> u64 {
         self.valid
             .windows(2)
-            .filter(|w| w[0].1.session == w[1].1.session && w[1].1.sequence == w[0].1.sequence + 1)
+            .filter(|w| {
+                w[0].1.session == w[1].1.session
+                    && w[0].1.sequence.checked_add(1) == Some(w[1].1.sequence)
+            })
             .map(|w| {
                 w[1].1
                     .source_sequence
-                    .saturating_sub(w[0].1.source_sequence + 1)
+                    .saturating_sub(w[0].1.source_sequence.saturating_add(1))
             })
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Recording sequence numbers missing between the first and last valid
     /// frame (lost to a crash, torn, or not yet written).
     pub fn missing_sequences(&self) -> u64 {
         match (self.valid.first(), self.valid.last()) {
-            (Some(a), Some(b)) => (b.1.sequence - a.1.sequence + 1) - self.valid.len() as u64,
+            (Some(a), Some(b)) => (b.1.sequence.saturating_sub(a.1.sequence))
+                .saturating_add(1)
+                .saturating_sub(self.valid.len() as u64),
             _ => 0,
         }
+    }
+}
+
+/// A recording opened for reading (offline tools, or the archive behind a
+/// live RAM ring). Reads with `pread`; never maps the file.
+pub struct RecordingReader {
+    file: File,
+    path: PathBuf,
+    header: Header,
+}
+
+/// Largest read of frame data at once (the rest goes in chunks).
+const CHUNK: usize = 1 << 20;
+
+impl RecordingReader {
+    /// Open a recording by path (refuses FIFOs and devices without
+    /// blocking on them).
+    pub fn open(path: &Path) -> Result<Self, RecordingError> {
+        let file = open_regular(path, false)?;
+        Self::from_file(file, path)
+    }
+
+    /// Read a recording from an already open (read-only) descriptor.
+    pub fn from_file(file: File, path: &Path) -> Result<Self, RecordingError> {
+        let header = read_header(&file, path)?;
+        Ok(RecordingReader {
+            file,
+            path: path.to_path_buf(),
+            header,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The index record of `slot`.
+    pub fn record(&self, slot: u32) -> io::Result<Record> {
+        let mut b = [0u8; RECORD_SIZE as usize];
+        let n = read_up_to(&self.file, &mut b, self.header.layout.record_offset(slot))?;
+        Record::decode(&b[..n]).ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+    }
+
+    /// Every index record, as (slot, record).
+    pub fn records(&self) -> io::Result<Vec<(u32, Record)>> {
+        let l = &self.header.layout;
+        let len = usize::try_from(l.slot_count as u64 * RECORD_SIZE)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let mut index = vec![0u8; len];
+        let n = read_up_to(&self.file, &mut index, l.index_offset)?;
+        Ok(index[..n]
+            .chunks_exact(RECORD_SIZE as usize)
+            .enumerate()
+            .filter_map(|(i, b)| Some((i as u32, Record::decode(b)?)))
+            .collect())
+    }
+
+    /// Read the data of `slot` (`len` bytes from its start) into `buf`.
+    fn read_data(&self, slot: u32, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+        let len = len.min(self.header.layout.slot_size as usize);
+        buf.resize(len, 0);
+        let n = read_up_to(&self.file, buf, self.header.layout.slot_offset(slot))?;
+        if n < len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    /// Check one slot and, if it is valid, leave its bytes in `buf`:
+    /// record, data, record again (a change means the writer was busy on
+    /// it), then the checksum of data and metadata.
+    pub fn read_frame(&self, slot: u32, buf: &mut Vec<u8>) -> io::Result<SlotStatus> {
+        let r = self.record(slot)?;
+        let generation = r.generation;
+        match generation_state(generation) {
+            GenerationState::Empty => return Ok(SlotStatus::Empty),
+            GenerationState::Writing => return Ok(SlotStatus::Incomplete { generation }),
+            GenerationState::Committed => {}
+        }
+        if r.meta.bytes_used as u64 > self.header.layout.slot_size {
+            return Ok(SlotStatus::Corrupt { generation });
+        }
+        self.read_data(slot, r.meta.bytes_used as usize, buf)?;
+        if self.record(slot)? != r {
+            return Ok(SlotStatus::Busy);
+        }
+        if r.meta.checksum(crc32c::crc32c(buf)) == r.crc {
+            Ok(SlotStatus::Valid(r.meta))
+        } else {
+            Ok(SlotStatus::Corrupt { generation })
+        }
+    }
+
+    /// The frame in `slot` and its bytes, if the slot holds a valid one.
+    pub fn valid_frame(&self, slot: u32) -> io::Result<Option<(FrameMeta, Vec<u8>)>> {
+        let mut buf = Vec::new();
+        Ok(match self.read_frame(slot, &mut buf)? {
+            SlotStatus::Valid(meta) => Some((meta, buf)),
+            _ => None,
+        })
+    }
+
+    /// Check one slot (what `verify` reports for it).
+    pub fn check_slot(&self, slot: u32) -> io::Result<SlotStatus> {
+        self.read_frame(slot, &mut Vec::with_capacity(CHUNK))
+    }
+
+    /// Check every slot.
+    pub fn scan(&self) -> io::Result<Scan> {
+        let mut scan = Scan::default();
+        let mut buf = Vec::new();
+        for slot in 0..self.header.layout.slot_count {
+            match self.read_frame(slot, &mut buf)? {
+                SlotStatus::Empty => scan.empty += 1,
+                SlotStatus::Busy => scan.busy.push(slot),
+                SlotStatus::Incomplete { .. } => scan.incomplete.push(slot),
+                SlotStatus::Corrupt { .. } => scan.corrupt.push(slot),
+                SlotStatus::Valid(m) => scan.valid.push((slot, m)),
+            }
+        }
+        scan.valid.sort_by_key(|(_, m)| m.sequence);
+        Ok(scan)
+    }
+
+    /// The newest valid frame among `records` (checked newest first, so
+    /// only as many frames are read as it takes to find one).
+    pub fn newest_valid(&self, records: &[(u32, Record)]) -> io::Result<Option<(u32, FrameMeta)>> {
+        let mut candidates: Vec<&(u32, Record)> = records
+            .iter()
+            .filter(|(_, r)| generation_state(r.generation) == GenerationState::Committed)
+            .collect();
+        candidates.sort_by_key(|(_, r)| std::cmp::Reverse(r.meta.sequence));
+        let mut buf = Vec::new();
+        for (slot, _) in candidates {
+            if let SlotStatus::Valid(m) = self.read_frame(*slot, &mut buf)? {
+                return Ok(Some((*slot, m)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{FrameFormat, Interval, Layout, YUYV};
+
+    fn header(slots: u32, on_full: OnFull) -> Header {
+        let format = FrameFormat::uncompressed(YUYV, 128, 32).unwrap();
+        Header {
+            format,
+            interval: Interval::from_fps(30),
+            layout: Layout::new(format.frame_size, slots).unwrap(),
+            on_full,
+            created_ns: 1,
+            source: "test".into(),
+        }
+    }
+
+    fn write_frame(f: &File, h: &Header, slot: u32, seq: u64, fill: u8) {
+        let data = vec![fill; h.format.frame_size as usize];
+        f.write_all_at(&data, h.layout.slot_offset(slot)).unwrap();
+        let meta = FrameMeta {
+            sequence: seq,
+            bytes_used: h.format.frame_size,
+            session: 1,
+            ..Default::default()
+        };
+        let r = Record {
+            generation: 2,
+            meta,
+            crc: meta.checksum(crc32c::crc32c(&data)),
+        };
+        f.write_all_at(&r.encode(), h.layout.record_offset(slot))
+            .unwrap();
+    }
+
+    /// Regression: a failure after creation (e.g. the socket) left the
+    /// full-size recording behind and a retry failed with "already exists".
+    #[test]
+    fn an_unpublished_recording_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.pcam");
+        let new = create(&path, &header(4, OnFull::Wrap), Prealloc::Fallocate).unwrap();
+        assert!(!path.exists());
+        drop(new);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let rec = create(&path, &header(4, OnFull::Wrap), Prealloc::Fallocate)
+            .unwrap()
+            .publish()
+            .unwrap();
+        assert!(path.exists());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            RECORDING_MODE
+        );
+        drop(rec);
+    }
+
+    #[test]
+    fn resume_continues_after_the_newest_valid_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.pcam");
+        let h = header(4, OnFull::Stop);
+        let rec = create(&path, &h, Prealloc::Fallocate)
+            .unwrap()
+            .publish()
+            .unwrap();
+        write_frame(&rec.file, &h, 0, 10, 1);
+        write_frame(&rec.file, &h, 1, 11, 2);
+        drop(rec);
+        let r = resume(&path).unwrap();
+        assert_eq!(r.start.next_sequence, 12);
+        assert_eq!(r.start.next_slot, 2);
+        assert_eq!(r.start.session, 2);
+        assert_eq!(r.start.budget, Some(2));
+        // A second writer is refused while the first holds the lock.
+        assert!(matches!(resume(&path), Err(RecordingError::Locked(_))));
+        drop(r);
+        let reader = RecordingReader::open(&path).unwrap();
+        let scan = reader.scan().unwrap();
+        assert_eq!(scan.valid.len(), 2);
+        assert_eq!(scan.empty, 2);
+        assert_eq!(scan.missing_sequences(), 0);
+    }
+
+    /// Regression: inspect/verify on a FIFO hung forever in open().
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(matches!(
+            RecordingReader::open(&fifo),
+            Err(RecordingError::NotAFile(_))
+        ));
+    }
+
+    #[test]
+    fn counts_from_hostile_records_do_not_overflow() {
+        let m = |seq, src| {
+            (
+                0u32,
+                FrameMeta {
+                    sequence: seq,
+                    source_sequence: src,
+                    session: 1,
+                    ..Default::default()
+                },
+            )
+        };
+        let scan = Scan {
+            valid: vec![m(0, u64::MAX), m(u64::MAX, 0)],
+            ..Default::default()
+        };
+        assert_eq!(scan.source_gaps(), 0);
+        assert_eq!(scan.missing_sequences(), u64::MAX - 2);
     }
 }

@@ -6,6 +6,7 @@
 //! previous frame may already be overwritten in the ring.
 
 use crate::format::{fourcc, FrameFormat, GREY, NV12, YUYV};
+use crate::mapping::SlotView;
 
 const GRID_W: usize = 32;
 const GRID_H: usize = 18;
@@ -45,6 +46,38 @@ fn sum_samples(seg: &[u8], step: usize, first: usize) -> u32 {
     }
 }
 
+/// Lines of a frame, one at a time.
+trait Lines {
+    fn line(&mut self, y: usize) -> &[u8];
+}
+
+/// Lines of a frame in shared memory, each read into `buf`.
+struct ViewLines<'a, 'v> {
+    view: &'a SlotView<'v>,
+    bpl: usize,
+    buf: Vec<u8>,
+}
+
+impl Lines for ViewLines<'_, '_> {
+    fn line(&mut self, y: usize) -> &[u8] {
+        let n = self.view.copy_to(y.saturating_mul(self.bpl), &mut self.buf);
+        &self.buf[..n]
+    }
+}
+
+/// Lines of a frame in our own memory, borrowed in place.
+struct SliceLines<'a> {
+    frame: &'a [u8],
+    bpl: usize,
+}
+
+impl Lines for SliceLines<'_> {
+    fn line(&mut self, y: usize) -> &[u8] {
+        let start = y.saturating_mul(self.bpl).min(self.frame.len());
+        &self.frame[start..start.saturating_add(self.bpl).min(self.frame.len())]
+    }
+}
+
 pub struct Analyzer {
     format: FrameFormat,
     layout: Option<(usize, usize)>,
@@ -52,6 +85,9 @@ pub struct Analyzer {
     cur: Vec<u64>,
     counts: Vec<u64>,
     have_prev: bool,
+    /// One line of a frame in shared memory, read into our own memory
+    /// (it stays in L1: the copy costs little beside the read it replaces).
+    row: Vec<u8>,
 }
 
 impl Analyzer {
@@ -74,6 +110,7 @@ impl Analyzer {
             cur: vec![0; GRID_W * GRID_H],
             counts,
             have_prev: false,
+            row: vec![0; format.bytes_per_line as usize],
         }
     }
 
@@ -82,23 +119,50 @@ impl Analyzer {
         self.layout.is_some()
     }
 
-    /// Analyse one frame (no allocation). Returns `None` if the format is
-    /// not analysable or the frame is shorter than its geometry.
-    pub fn analyse(&mut self, frame: &[u8]) -> Option<FrameStats> {
+    /// Analyse one frame in shared memory (no allocation): each line is
+    /// read through the view into a line buffer of our own.
+    pub fn analyse(&mut self, frame: &SlotView<'_>) -> Option<FrameStats> {
+        let mut lines = ViewLines {
+            view: frame,
+            bpl: self.format.bytes_per_line as usize,
+            buf: std::mem::take(&mut self.row),
+        };
+        let out = self.analyse_lines(frame.len(), &mut lines);
+        self.row = lines.buf;
+        out
+    }
+
+    /// Analyse one frame in memory of our own (a copy, a file).
+    pub fn analyse_bytes(&mut self, frame: &[u8]) -> Option<FrameStats> {
+        let mut lines = SliceLines {
+            frame,
+            bpl: self.format.bytes_per_line as usize,
+        };
+        self.analyse_lines(frame.len(), &mut lines)
+    }
+
+    /// The analysis over the lines of a frame of `len` bytes.
+    fn analyse_lines(&mut self, len: usize, lines: &mut impl Lines) -> Option<FrameStats> {
         let (step, first) = self.layout?;
         let (w, h) = (self.format.width as usize, self.format.height as usize);
         let bpl = self.format.bytes_per_line as usize;
-        if frame.len() < bpl * (h - 1) + w * step {
+        let need = bpl
+            .checked_mul(h.checked_sub(1)?)?
+            .checked_add(w.checked_mul(step)?)?;
+        if len < need || w == 0 || h == 0 {
             return None;
         }
         self.cur.iter_mut().for_each(|v| *v = 0);
         let mut total = 0u64;
         for y in 0..h {
-            let row = &frame[y * bpl..];
+            let line = lines.line(y);
+            if line.len() < w * step {
+                return None;
+            }
             let by = y * GRID_H / h;
             for bx in 0..GRID_W {
                 let (x0, x1) = (bx * w / GRID_W, (bx + 1) * w / GRID_W);
-                let sum = sum_samples(&row[x0 * step..x1 * step], step, first) as u64;
+                let sum = sum_samples(&line[x0 * step..x1 * step], step, first) as u64;
                 self.cur[by * GRID_W + bx] += sum;
                 total += sum;
             }
@@ -136,21 +200,21 @@ mod tests {
         let frame: Vec<u8> = (0..f.frame_size)
             .map(|i| if i % 2 == 0 { 100 } else { 128 })
             .collect();
-        let s = a.analyse(&frame).unwrap();
+        let s = a.analyse_bytes(&frame).unwrap();
         assert_eq!(s.mean_luma, 100.0);
         assert_eq!(s.motion, None);
-        assert_eq!(a.analyse(&frame).unwrap().motion, Some(0.0));
+        assert_eq!(a.analyse_bytes(&frame).unwrap().motion, Some(0.0));
         let brighter: Vec<u8> = (0..f.frame_size)
             .map(|i| if i % 2 == 0 { 110 } else { 128 })
             .collect();
-        let s = a.analyse(&brighter).unwrap();
+        let s = a.analyse_bytes(&brighter).unwrap();
         assert!((s.motion.unwrap() - 10.0).abs() < 1e-3, "{s:?}");
     }
 
     #[test]
     fn unsupported_and_short_frames() {
         let mut f = FrameFormat::uncompressed(GREY, 64, 36).unwrap();
-        assert!(Analyzer::new(f).analyse(&[0u8; 10]).is_none());
+        assert!(Analyzer::new(f).analyse_bytes(&[0u8; 10]).is_none());
         f.fourcc = fourcc(b"MJPG");
         assert!(!Analyzer::new(f).supported());
     }

@@ -1,9 +1,12 @@
 //! An analyzer's side of the socket: connect, receive the hello with the
-//! recording's read-only descriptor, map it, then receive frame notices.
+//! store's read-only descriptors, map the live store, then receive frame
+//! notices.
 //!
 //! One blocking `recv` per frame (with `SO_RCVTIMEO` as the idle bound), so
 //! waiting costs no extra syscall. The analyzer never opens the recording
 //! by path: what it maps is exactly what capture writes, and read-only.
+//! With a RAM ring (`--store direct`) the hello also carries the recording
+//! file, from which frames older than the ring can be read (`archive`).
 
 use std::fs::File;
 use std::io::IoSliceMut;
@@ -21,6 +24,7 @@ use thiserror::Error;
 
 use crate::protocol::{self, End, FrameNotice, Hello, Message, Progress, ProtocolError};
 use crate::recording::{RecordingError, RecordingReader};
+use crate::store::LiveStore;
 
 #[derive(Debug, Error)]
 pub enum SubscribeError {
@@ -31,8 +35,8 @@ pub enum SubscribeError {
     },
     #[error("capture sent a bad message: {0}")]
     Protocol(#[from] ProtocolError),
-    #[error("capture's hello carried no descriptor")]
-    NoDescriptor,
+    #[error("capture's hello carried {got} descriptors, its store kind needs {want}")]
+    NoDescriptor { got: usize, want: usize },
     #[error("capture sent an unexpected message: {0:?}")]
     Unexpected(Box<Message>),
     #[error("capture's hello does not match the recording header")]
@@ -54,7 +58,9 @@ pub enum Event {
 
 pub struct Subscription {
     sock: OwnedFd,
-    reader: RecordingReader,
+    live: LiveStore,
+    /// RAM ring: the recording file behind it (older frames).
+    archive: Option<RecordingReader>,
     hello: Hello,
     idle: Duration,
 }
@@ -76,37 +82,40 @@ impl Subscription {
         .map_err(|e| conn(e.into()))?;
         let addr = UnixAddr::new(path).map_err(|e| conn(e.into()))?;
         connect(sock.as_raw_fd(), &addr).map_err(|e| conn(e.into()))?;
-        let tv = TimeVal::new(idle.as_secs() as i64, idle.subsec_micros() as i64);
+        // time_t and suseconds_t are 32 bits on 32-bit ARM: clamp, do not wrap.
+        let secs = libc::time_t::try_from(idle.as_secs()).unwrap_or(libc::time_t::MAX);
+        let tv = TimeVal::new(secs, idle.subsec_micros() as libc::suseconds_t);
         setsockopt(&sock, sockopt::ReceiveTimeout, &tv).map_err(std::io::Error::from)?;
 
         let mut buf = [0u8; protocol::MAX_LEN + 1];
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-        let (n, fd) = {
+        let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+        let (n, fds) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = recvmsg::<()>(
+            // A real address buffer (not a zero-length one): qemu's user-mode
+            // emulation writes the peer address even when none was asked for.
+            let msg = match recvmsg::<UnixAddr>(
                 sock.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
                 MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(|e| match e {
-                Errno::EAGAIN => SubscribeError::Idle(idle),
-                e => SubscribeError::Io(e.into()),
-            })?;
-            let mut fd = None;
+            ) {
+                Ok(m) => m,
+                // Stopped and continued (Ctrl-Z, fg; a debugger): wait on.
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Err(SubscribeError::Idle(idle)),
+                Err(e) => return Err(SubscribeError::Io(e.into())),
+            };
+            let mut fds = Vec::new();
             for c in msg.cmsgs().map_err(std::io::Error::from)? {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    for raw in fds {
-                        // SAFETY: SCM_RIGHTS installed `raw` as a new descriptor
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    for fd in raw {
+                        // SAFETY: SCM_RIGHTS installed `fd` as a new descriptor
                         // in this process; we are its only owner.
-                        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                        if fd.is_none() {
-                            fd = Some(owned);
-                        }
+                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
                     }
                 }
             }
-            (msg.bytes, fd)
+            break (msg.bytes, fds);
         };
         if n == 0 {
             return Err(SubscribeError::CaptureGone);
@@ -115,15 +124,35 @@ impl Subscription {
             Message::Hello(h) => h,
             other => return Err(SubscribeError::Unexpected(Box::new(other))),
         };
-        let fd = fd.ok_or(SubscribeError::NoDescriptor)?;
-        let reader =
-            RecordingReader::from_file(File::from(fd), Path::new("<recording from capture>"))?;
-        if reader.header().layout != hello.layout || reader.header().format != hello.format {
+        let want = protocol::descriptors_for(hello.store_kind);
+        if fds.len() != want {
+            return Err(SubscribeError::NoDescriptor {
+                got: fds.len(),
+                want,
+            });
+        }
+        let mut fds = fds.into_iter().map(File::from);
+        let live_file = fds
+            .next()
+            .ok_or(SubscribeError::NoDescriptor { got: 0, want })?;
+        let live = LiveStore::map(&live_file, Path::new("<frame store from capture>"))?;
+        if live.header().layout != hello.layout || live.header().format != hello.format {
             return Err(SubscribeError::Mismatch);
         }
+        let archive = match fds.next() {
+            Some(f) => {
+                let r = RecordingReader::from_file(f, Path::new("<recording from capture>"))?;
+                if r.header().format != hello.format {
+                    return Err(SubscribeError::Mismatch);
+                }
+                Some(r)
+            }
+            None => None,
+        };
         Ok(Subscription {
             sock,
-            reader,
+            live,
+            archive,
             hello,
             idle,
         })
@@ -133,19 +162,30 @@ impl Subscription {
         &self.hello
     }
 
-    pub fn reader(&self) -> &RecordingReader {
-        &self.reader
+    /// The live store, where every notice's frame is read in place.
+    pub fn live(&self) -> &LiveStore {
+        &self.live
+    }
+
+    /// RAM ring only: the recording file behind it, read-only, for frames
+    /// older than the ring (`None` when the live store is the file itself).
+    pub fn archive(&self) -> Option<&RecordingReader> {
+        self.archive.as_ref()
     }
 
     /// Wait for the next notice: one `recv`.
     pub fn next_event(&mut self) -> Result<Event, SubscribeError> {
         let mut buf = [0u8; protocol::MAX_LEN + 1];
-        let n = match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-            Ok(0) => return Err(SubscribeError::CaptureGone),
-            Ok(n) => n,
-            Err(Errno::EAGAIN) => return Err(SubscribeError::Idle(self.idle)),
-            Err(Errno::ECONNRESET) => return Err(SubscribeError::CaptureGone),
-            Err(e) => return Err(SubscribeError::Io(e.into())),
+        let n = loop {
+            match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => return Err(SubscribeError::CaptureGone),
+                Ok(n) => break n,
+                // Stopped and continued (Ctrl-Z, fg; a debugger): wait on.
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Err(SubscribeError::Idle(self.idle)),
+                Err(Errno::ECONNRESET) => return Err(SubscribeError::CaptureGone),
+                Err(e) => return Err(SubscribeError::Io(e.into())),
+            }
         };
         match protocol::decode(&buf[..n])? {
             Message::Frame(f) => Ok(Event::Frame(f)),

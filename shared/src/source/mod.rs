@@ -12,7 +12,7 @@ pub mod v4l2;
 use thiserror::Error;
 
 use crate::format::{FrameFormat, Interval};
-use crate::shm::ClaimedSlot;
+use crate::mapping::ClaimedSlot;
 
 /// How a source's frames reach the recording file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::format::{FrameFormat, Interval, GREY, NV12, YUYV};
+use crate::mapping::ClaimedSlot;
 use crate::recording::monotonic_ns;
-use crate::shm::ClaimedSlot;
 
 use super::{Delivery, Frame, FrameInfo, FrameSource, SourceError};
 

@@ -39,7 +39,7 @@ use sys::{v4l_sys::*, BufArg, Zeroable};
 
 use super::{Delivery, Frame, FrameInfo, FrameSource, SourceError};
 use crate::format::{fourcc_str, FrameFormat, Interval, FLAG_ERROR};
-use crate::shm::{ClaimedSlot, QueuedSlot};
+use crate::mapping::{ClaimedSlot, QueuedSlot};
 
 const USERPTR: u32 = v4l2_memory_V4L2_MEMORY_USERPTR;
 const MMAP: u32 = v4l2_memory_V4L2_MEMORY_MMAP;

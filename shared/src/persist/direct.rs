@@ -1,0 +1,388 @@
+//! The RAM ring's persistence: each committed frame is written to the
+//! recording file with `O_DIRECT` straight from the ring's pages, then its
+//! index record, in sequence order, on this thread.
+//!
+//! Why `O_DIRECT` from the ring: the block device reads the same physical
+//! pages the driver wrote and analyzers read, so a frame exists once in
+//! memory and is never copied by the CPU; nothing enters the page cache, so
+//! no page is ever dirty, write-protected or faulted again, and memory use
+//! is the ring, not the recording. A plain thread with blocking `pwrite`
+//! is enough: one frame in flight at a time keeps the disk busy at camera
+//! rates (the benchmark measures it), and the capture thread never waits
+//! for it (it only pushes onto a lock-free queue).
+//!
+//! Order per frame, so that a live reader using the seqlock rule (record,
+//! data, record again) and a crash both see the truth:
+//! 1. the frame's data, into its file slot, whose record is already marked
+//!    odd ("being written");
+//! 2. the index page with the frame's record (even generation, CRC over
+//!    data and metadata) and, if it is on the same page, the next slot's
+//!    record marked odd (else that page is written next, before its data);
+//! 3. `persisted` advances (Release): the ring may reuse the RAM slot.
+//!
+//! Durability: an `fdatasync` every `max_loss / 2` (`SyncMode::Cadence`),
+//! or `O_DSYNC` writes (`SyncMode::Dsync`). A failed write or sync stops
+//! persistence for good and is reported; durability is never claimed past
+//! it.
+//!
+//! Where the filesystem refuses `O_DIRECT` (tmpfs before Linux 6.6, some
+//! FUSE filesystems) the writer falls back to buffered `pwrite` from the
+//! same pages (one kernel copy into the page cache, still no faults) and
+//! says so.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use crossbeam::queue::ArrayQueue;
+use memmap2::MmapMut;
+
+use super::{PersistConfig, PersistStats, Persister, SyncMode};
+use crate::format::{align_up, Header, Layout, Record, PAGE, RECORD_SIZE};
+use crate::mapping::Mapping;
+use crate::ring::{CommitSink, Committed, Progress};
+use crate::sys;
+
+/// Committed frames on their way to the writer thread: a bounded lock-free
+/// queue (no allocation, no lock on the capture thread) and a wake-up.
+pub struct Queue {
+    frames: ArrayQueue<Committed>,
+    writer: OnceLock<Thread>,
+    overflowed: AtomicBool,
+}
+
+impl Queue {
+    /// Room for every slot of the ring: the ring never has more frames
+    /// waiting than slots, so a push cannot fail unless something is wrong.
+    pub fn new(ring_slots: u32) -> Arc<Self> {
+        Arc::new(Queue {
+            frames: ArrayQueue::new(ring_slots.max(1) as usize),
+            writer: OnceLock::new(),
+            overflowed: AtomicBool::new(false),
+        })
+    }
+}
+
+impl CommitSink for Queue {
+    fn committed(&self, c: &Committed) {
+        if self.frames.push(*c).is_err() {
+            self.overflowed.store(true, Ordering::Relaxed);
+        }
+        // A futex wake only if the writer sleeps (std's park/unpark).
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// The recording the ring is persisted into.
+pub struct Target {
+    /// The recording, open read-write with the writer lock held (reopened
+    /// here with `O_DIRECT`; the lock stays with this descriptor's owner).
+    pub file: File,
+    pub header: Header,
+    /// Frame `seq` goes to file slot `(seq + slot_offset) % slot_count`.
+    pub slot_offset: u64,
+    /// No frame reaches this sequence (`--on-full stop`).
+    pub sequence_end: Option<u64>,
+}
+
+/// Open the recording for the writer: `O_DIRECT` (+ `O_DSYNC`), or
+/// buffered where the filesystem refuses `O_DIRECT`. Returns the file and
+/// a note for the log if it fell back.
+fn open_target(file: &File, sync: SyncMode) -> std::io::Result<(File, bool, Option<String>)> {
+    let dsync = if sync == SyncMode::Dsync {
+        libc::O_DSYNC
+    } else {
+        0
+    };
+    match sys::reopen(file, libc::O_RDWR | libc::O_DIRECT | dsync) {
+        Ok(f) => Ok((f, true, None)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let f = sys::reopen(file, libc::O_RDWR | dsync)?;
+            Ok((
+                f,
+                false,
+                Some(
+                    "the recording's filesystem refuses O_DIRECT; writing frames with buffered \
+                     pwrite (one kernel copy into the page cache)"
+                        .into(),
+                ),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Start the writer thread.
+pub fn spawn(
+    ring: Arc<Mapping>,
+    target: Target,
+    progress: Arc<Progress>,
+    queue: Arc<Queue>,
+    cfg: PersistConfig,
+) -> std::io::Result<Persister> {
+    let (file, direct, note) = open_target(&target.file, cfg.sync)?;
+    if let Some(note) = &note {
+        tracing::warn!("{note}");
+    }
+    let mode = match (direct, cfg.sync) {
+        (true, SyncMode::Cadence) => "O_DIRECT, fdatasync cadence",
+        (true, SyncMode::Dsync) => "O_DIRECT|O_DSYNC",
+        (false, SyncMode::Cadence) => "buffered pwrite, fdatasync cadence",
+        (false, SyncMode::Dsync) => "buffered pwrite, O_DSYNC",
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(PersistStats::default());
+    let page = MmapMut::map_anon(PAGE as usize)?;
+    let mut w = Writer {
+        ring,
+        file,
+        layout: target.header.layout,
+        slot_offset: target.slot_offset,
+        sequence_end: target.sequence_end,
+        page,
+        page_no: None,
+        dirty: false,
+        pending_odd: None,
+        sync: cfg.sync,
+    };
+    let (flag, st, q) = (stop.clone(), stats.clone(), queue.clone());
+    let thread = std::thread::Builder::new()
+        .name("pagecam-writer".into())
+        .spawn(move || {
+            super::writeback::background_priority();
+            w.run(&flag, &st, &q, &progress, &cfg);
+        })?;
+    let _ = queue.writer.set(thread.thread().clone());
+    Ok(Persister::new(stop, thread, stats, mode.into()))
+}
+
+struct Writer {
+    ring: Arc<Mapping>,
+    file: File,
+    layout: Layout,
+    slot_offset: u64,
+    sequence_end: Option<u64>,
+    /// One 4 KiB page of the file's index, page-aligned for `O_DIRECT`.
+    page: MmapMut,
+    page_no: Option<u64>,
+    dirty: bool,
+    /// File slot marked odd ahead of its data, with its generation before.
+    pending_odd: Option<(u32, u64)>,
+    sync: SyncMode,
+}
+
+fn io_fail(what: &str, e: std::io::Error) -> String {
+    format!("writing the recording failed ({what}): {e}")
+}
+
+impl Writer {
+    fn run(
+        &mut self,
+        stop: &AtomicBool,
+        st: &PersistStats,
+        q: &Queue,
+        progress: &Progress,
+        cfg: &PersistConfig,
+    ) {
+        let mut last_sync = Instant::now();
+        let mut synced_to = progress.first;
+        if let Err(e) = self.mark_next_odd(progress.first) {
+            st.fail(io_fail("index", e));
+        }
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            if q.overflowed.load(Ordering::Relaxed) {
+                st.fail(
+                    "internal error: the writer queue overflowed; frames were not persisted".into(),
+                );
+            }
+            let mut wrote = false;
+            while !st.failed() {
+                let Some(c) = q.frames.pop() else { break };
+                let started = Instant::now();
+                match self.write_frame(&c) {
+                    Ok(bytes) => {
+                        st.frames_written.fetch_add(1, Ordering::Relaxed);
+                        st.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+                        st.worst_write_us
+                            .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        let next = c.meta.sequence + 1;
+                        // Release pairs with the ring's Acquire before it
+                        // reclaims the slot: our reads of it are done.
+                        progress.persisted.store(next, Ordering::Release);
+                        if self.sync == SyncMode::Dsync {
+                            progress.durable.store(next, Ordering::Release);
+                        }
+                        wrote = true;
+                    }
+                    Err(e) => st.fail(e),
+                }
+            }
+            let persisted = progress.persisted.load(Ordering::Relaxed);
+            let due = stopping || last_sync.elapsed() >= cfg.max_loss / 2;
+            if self.sync == SyncMode::Cadence && due && synced_to < persisted && !st.failed() {
+                let started = Instant::now();
+                match self.file.sync_data() {
+                    Ok(()) => {
+                        st.note_sync(started.elapsed().as_micros() as u64);
+                        progress.durable.store(persisted, Ordering::Release);
+                        synced_to = persisted;
+                    }
+                    Err(e) => st.fail(format!("fdatasync of the recording failed: {e}")),
+                }
+                last_sync = Instant::now();
+            } else if due {
+                last_sync = Instant::now();
+            }
+            if stopping && q.frames.is_empty() {
+                break;
+            }
+            if !wrote {
+                let wait = (cfg.max_loss / 2)
+                    .saturating_sub(last_sync.elapsed())
+                    .min(cfg.period.max(Duration::from_millis(1)) * 20);
+                std::thread::park_timeout(wait);
+            }
+        }
+        if !st.failed() {
+            if let Err(e) = self.restore_pending() {
+                st.fail(io_fail("index", e));
+            } else if self.sync == SyncMode::Cadence {
+                // The restored record must be durable too.
+                if let Err(e) = self.file.sync_data() {
+                    st.fail(format!("fdatasync of the recording failed: {e}"));
+                }
+            }
+        }
+    }
+
+    fn file_slot(&self, sequence: u64) -> u32 {
+        let n = self.layout.slot_count as u64;
+        ((sequence % n + self.slot_offset % n) % n) as u32
+    }
+
+    /// Write one frame (data, then records). Returns the bytes written.
+    fn write_frame(&mut self, c: &Committed) -> Result<u64, String> {
+        // The ring's gate guarantees the slot still holds this frame.
+        if self.ring.generation(c.slot) != Some(c.generation) {
+            return Err(format!(
+                "internal error: RAM slot {} was reused before frame {} was persisted",
+                c.slot, c.meta.sequence
+            ));
+        }
+        let used = c.meta.bytes_used as usize;
+        let len = (align_up(used as u64, PAGE) as usize).min(self.layout.slot_size as usize);
+        // SAFETY: frame `c` is committed in `c.slot` and `progress.persisted`
+        // has not passed it, so the ring will not claim the slot (and no
+        // driver or CPU writes it) until this write is done (see
+        // `Ring::claim_next`). The slice dies at the end of this function.
+        let ring = self.ring.clone();
+        let data = unsafe { ring.committed_slot(c.slot, len) };
+        let crc = c
+            .meta
+            .checksum(crc32c::crc32c(&data[..used.min(data.len())]));
+        let fslot = self.file_slot(c.meta.sequence);
+        if !data.is_empty() {
+            self.file
+                .write_all_at(data, self.layout.slot_offset(fslot))
+                .map_err(|e| io_fail("frame data", e))?;
+        }
+        let written = data.len() as u64;
+        let prev = self.record(fslot).map_err(|e| io_fail("index", e))?;
+        let generation = if prev.generation % 2 == 1 {
+            prev.generation + 1
+        } else {
+            prev.generation + 2
+        };
+        self.set_record(
+            fslot,
+            Record {
+                generation,
+                meta: c.meta,
+                crc,
+            },
+        )
+        .map_err(|e| io_fail("index", e))?;
+        if self.pending_odd.is_some_and(|(s, _)| s == fslot) {
+            self.pending_odd = None;
+        }
+        self.mark_next_odd(c.meta.sequence + 1)
+            .map_err(|e| io_fail("index", e))?;
+        self.flush().map_err(|e| io_fail("index", e))?;
+        Ok(written + PAGE)
+    }
+
+    /// Mark the file slot of frame `sequence` "being written" (odd), unless
+    /// no such frame can come (`--on-full stop`).
+    fn mark_next_odd(&mut self, sequence: u64) -> std::io::Result<()> {
+        if self.sequence_end.is_some_and(|end| sequence >= end) {
+            return Ok(());
+        }
+        let fslot = self.file_slot(sequence);
+        let mut r = self.record(fslot)?;
+        if r.generation % 2 == 0 {
+            self.pending_odd = Some((fslot, r.generation));
+            r.generation += 1;
+            self.set_record(fslot, r)?;
+        }
+        self.flush()
+    }
+
+    /// At a clean stop: the slot marked odd for a frame that never came
+    /// gets its old generation back, so the frame it holds stays valid.
+    fn restore_pending(&mut self) -> std::io::Result<()> {
+        if let Some((fslot, generation)) = self.pending_odd.take() {
+            let mut r = self.record(fslot)?;
+            r.generation = generation;
+            self.set_record(fslot, r)?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn page_of(&self, slot: u32) -> (u64, usize) {
+        let byte = slot as u64 * RECORD_SIZE;
+        (byte / PAGE, (byte % PAGE) as usize)
+    }
+
+    /// Load index page `no` into the page buffer (writing the loaded one
+    /// back first if it changed).
+    fn load(&mut self, no: u64) -> std::io::Result<()> {
+        if self.page_no == Some(no) {
+            return Ok(());
+        }
+        self.flush()?;
+        self.file
+            .read_exact_at(&mut self.page, self.layout.index_offset + no * PAGE)?;
+        self.page_no = Some(no);
+        Ok(())
+    }
+
+    fn record(&mut self, slot: u32) -> std::io::Result<Record> {
+        let (no, at) = self.page_of(slot);
+        self.load(no)?;
+        Record::decode(&self.page[at..]).ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+    }
+
+    fn set_record(&mut self, slot: u32, r: Record) -> std::io::Result<()> {
+        let (no, at) = self.page_of(slot);
+        self.load(no)?;
+        self.page[at..at + RECORD_SIZE as usize].copy_from_slice(&r.encode());
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let (true, Some(no)) = (self.dirty, self.page_no) {
+            self.file
+                .write_all_at(&self.page, self.layout.index_offset + no * PAGE)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
