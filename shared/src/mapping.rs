@@ -318,7 +318,7 @@ impl Mapping {
             generation: odd,
             previous: g,
             touched: false,
-            done: false,
+            handed_on: false,
         })
     }
 
@@ -556,8 +556,8 @@ pub struct ClaimedSlot {
     previous: u64,
     /// Whether the slot's bytes were handed to anyone (CPU or driver).
     touched: bool,
-    /// Committed or released: the claim is over.
-    done: bool,
+    /// The claim flag passed on to a `HeldSlot`: leave it set on drop.
+    handed_on: bool,
 }
 
 impl std::fmt::Debug for ClaimedSlot {
@@ -623,6 +623,10 @@ impl ClaimedSlot {
     /// Publish: record fields, then the even generation with Release, so a
     /// reader that sees the new generation sees the frame. Returns it.
     pub(crate) fn commit(mut self, meta: &FrameMeta, crc: u32) -> u64 {
+        self.publish(meta, crc)
+    }
+
+    fn publish(&mut self, meta: &FrameMeta, crc: u32) -> u64 {
         let Some(r) = self.map.record(self.slot) else {
             unreachable!("a claim exists only for a slot of its mapping")
         };
@@ -637,27 +641,27 @@ impl ClaimedSlot {
         r.crc.store(crc, Ordering::Relaxed);
         let even = self.generation + 1;
         r.generation.store(even, Ordering::Release);
-        self.done = true;
         even
     }
 
     /// Give back a claim that was never filled. If no byte of the slot was
     /// handed out, its previous generation is restored (Release), so the
     /// frame it held stays valid. Otherwise the odd generation stays.
-    pub(crate) fn release(mut self) {
+    pub(crate) fn release(self) {
         if !self.touched && self.previous % 2 == 0 {
             if let Some(r) = self.map.record(self.slot) {
                 r.generation.store(self.previous, Ordering::Release);
             }
         }
-        self.done = true;
     }
 }
 
 impl Drop for ClaimedSlot {
     fn drop(&mut self) {
-        // Release pairs with the Acquire in `Mapping::claim`.
-        self.map.claimed[self.slot as usize].store(false, Ordering::Release);
+        if !self.handed_on {
+            // Release pairs with the Acquire in `Mapping::claim`.
+            self.map.claimed[self.slot as usize].store(false, Ordering::Release);
+        }
     }
 }
 
@@ -692,20 +696,62 @@ impl QueuedSlot {
     }
 }
 
-impl Mapping {
-    /// A plain slice of a committed slot that no one writes until the
-    /// writer thread says so: the ring does not reclaim a slot whose frame
-    /// is not persisted (`Ring::claim_next`), so only the kernel reads it.
-    ///
-    /// # Safety
-    /// The caller guarantees the slot is committed and cannot be claimed
-    /// until the slice is gone (the ring's persisted watermark has not
-    /// passed it).
-    pub(crate) unsafe fn committed_slot(&self, slot: u32, len: usize) -> &[u8] {
-        let len = len.min(self.slot_len());
-        debug_assert!(slot < self.layout.slot_count);
-        // SAFETY: in bounds; the caller's contract rules out writers.
-        unsafe { std::slice::from_raw_parts(self.slot_ptr(slot), len) }
+/// A committed frame whose slot stays reserved: the claim flag stays set,
+/// so the ring cannot claim the slot again until this is dropped. The RAM
+/// ring's writer thread holds one per frame until the frame is on disk.
+///
+/// Nobody writes a held slot: the ring cannot claim it, no driver has it
+/// (queuing needs a claim), and other processes map the store read-only
+/// (the memfd is sealed against writes). So its bytes may be borrowed as a
+/// plain slice.
+pub struct HeldSlot {
+    map: Arc<Mapping>,
+    slot: u32,
+    len: usize,
+}
+
+impl HeldSlot {
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The frame's bytes (`bytes_used`, cut to the slot).
+    pub fn bytes(&self) -> &[u8] {
+        // Soundness: in bounds of the mapping (kept alive by `self.map`);
+        // no writer exists while `self` holds the claim flag (type docs).
+        // SAFETY: in bounds; the held claim flag rules out every writer.
+        unsafe { std::slice::from_raw_parts(self.map.slot_ptr(self.slot), self.len) }
+    }
+
+    /// The frame's bytes rounded up to whole pages (for `O_DIRECT`, whose
+    /// buffers and lengths must be block-aligned), cut to the slot.
+    pub fn page_bytes(&self) -> &[u8] {
+        let len = (self.len.div_ceil(PAGE as usize) * PAGE as usize).min(self.map.slot_len());
+        // SAFETY: as in `bytes`; `len` is cut to the slot.
+        unsafe { std::slice::from_raw_parts(self.map.slot_ptr(self.slot), len) }
+    }
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        // Release pairs with the Acquire in `Mapping::claim`: whatever read
+        // the slot (the O_DIRECT write) is done before it is claimed again.
+        self.map.claimed[self.slot as usize].store(false, Ordering::Release);
+    }
+}
+
+impl ClaimedSlot {
+    /// Commit, but keep the slot reserved for whoever persists it.
+    pub(crate) fn commit_held(mut self, meta: &FrameMeta, crc: u32) -> (u64, HeldSlot) {
+        let held = HeldSlot {
+            map: self.map.clone(),
+            slot: self.slot,
+            len: (meta.bytes_used as usize).min(self.capacity()),
+        };
+        let generation = self.publish(meta, crc);
+        // The claim flag passes to `held`: do not clear it on our drop.
+        self.handed_on = true;
+        (generation, held)
     }
 }
 

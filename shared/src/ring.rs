@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::format::{FrameMeta, Header};
-use crate::mapping::{ClaimedSlot, Mapping};
+use crate::mapping::{ClaimedSlot, HeldSlot, Mapping};
 
 /// How far this session's frames have got. Each field is "sequence + 1 of
 /// the newest frame that reached the stage" (so `first` means none yet).
@@ -65,10 +65,12 @@ pub enum ClaimRefused {
     Busy,
 }
 
-/// Receives each committed frame (the `O_DIRECT` writer's queue).
+/// Receives each committed frame of a RAM ring with its slot held, so the
+/// slot is not reused until the receiver drops it (the `O_DIRECT` writer's
+/// queue).
 pub trait CommitSink: Send + Sync {
     /// Called on the capture thread right after the commit: must not block.
-    fn committed(&self, c: &Committed);
+    fn committed(&self, c: Committed, slot: HeldSlot);
 }
 
 /// Where this session starts and what it may use.
@@ -93,29 +95,24 @@ pub struct Ring {
     /// Claims still allowed (`None`: unbounded).
     budget: Option<u64>,
     progress: Arc<Progress>,
-    /// RAM ring: the sequence each slot's last committed frame has, so a
-    /// slot whose frame is not persisted yet is not reclaimed.
-    gate: Option<Box<[Option<u64>]>>,
-    /// CRC computed at commit (file store: the record in the file needs it
-    /// now) or left to the persistence thread (RAM ring).
-    crc_on_commit: bool,
+    /// RAM ring: committed slots go to the persistence thread, held (see
+    /// `HeldSlot`) until their frame is on disk; the CRC is left to it.
+    /// File store: `None`; the slot is the file and the CRC is made here.
     sink: Option<Arc<dyn CommitSink>>,
     /// Claims refused because the disk was behind.
     refused_disk_behind: u64,
 }
 
 impl Ring {
-    /// A ring writing the store `map` (whose header is `header`).
-    /// `persist_gate`: the store is a RAM ring persisted by another thread
-    /// (see `ClaimRefused::DiskBehind`); the CRC is then left to that thread.
+    /// A ring writing the store `map` (whose header is `header`). With a
+    /// `sink`, the store is a RAM ring persisted by another thread (see
+    /// `ClaimRefused::DiskBehind`).
     pub fn new(
         map: Arc<Mapping>,
         header: Header,
         start: RingStart,
-        persist_gate: bool,
         sink: Option<Arc<dyn CommitSink>>,
     ) -> Self {
-        let n = header.layout.slot_count as usize;
         let next_slot = start.next_slot % header.layout.slot_count.max(1);
         Ring {
             map,
@@ -125,8 +122,6 @@ impl Ring {
             session: start.session,
             budget: start.budget,
             progress: Arc::new(Progress::new(start.next_sequence)),
-            gate: persist_gate.then(|| vec![None; n].into_boxed_slice()),
-            crc_on_commit: !persist_gate,
             sink,
             refused_disk_behind: 0,
         }
@@ -176,17 +171,15 @@ impl Ring {
             return Err(ClaimRefused::Full);
         }
         let slot = self.next_slot;
-        if let Some(gate) = &self.gate {
-            if let Some(seq) = gate[slot as usize] {
-                // Acquire pairs with the persistence thread's Release store:
-                // its reads of the slot are done before we write it again.
-                if self.progress.persisted.load(Ordering::Acquire) <= seq {
-                    self.refused_disk_behind += 1;
-                    return Err(ClaimRefused::DiskBehind);
-                }
+        // A slot is claimable only once every claim on it ended: for a RAM
+        // ring that includes the writer's hold until the frame is on disk.
+        let Some(claim) = self.map.claim(slot) else {
+            if self.sink.is_some() {
+                self.refused_disk_behind += 1;
+                return Err(ClaimRefused::DiskBehind);
             }
-        }
-        let claim = self.map.claim(slot).ok_or(ClaimRefused::Busy)?;
+            return Err(ClaimRefused::Busy);
+        };
         self.next_slot = (slot + 1) % self.header.layout.slot_count;
         if let Some(b) = &mut self.budget {
             *b -= 1;
@@ -202,16 +195,17 @@ impl Ring {
             .min(u32::try_from(slot.capacity()).unwrap_or(u32::MAX));
         meta.sequence = self.next_sequence;
         meta.session = self.session;
-        let crc = if self.crc_on_commit {
-            meta.checksum(slot.crc32c(meta.bytes_used as usize))
-        } else {
-            0
-        };
         let index = slot.slot();
-        let generation = slot.commit(&meta, crc);
-        if let Some(gate) = &mut self.gate {
-            gate[index as usize] = Some(meta.sequence);
-        }
+        let (generation, held) = match &self.sink {
+            Some(_) => {
+                let (g, held) = slot.commit_held(&meta, 0);
+                (g, Some(held))
+            }
+            None => {
+                let crc = meta.checksum(slot.crc32c(meta.bytes_used as usize));
+                (slot.commit(&meta, crc), None)
+            }
+        };
         self.next_sequence += 1;
         let c = Committed {
             slot: index,
@@ -223,8 +217,8 @@ impl Ring {
         self.progress
             .published
             .store(self.next_sequence, Ordering::Release);
-        if let Some(sink) = &self.sink {
-            sink.committed(&c);
+        if let (Some(sink), Some(held)) = (&self.sink, held) {
+            sink.committed(c, held);
         }
         c
     }
@@ -243,7 +237,16 @@ mod tests {
     use super::*;
     use crate::format::{FrameFormat, Interval, Layout, OnFull, YUYV};
 
-    fn ring(slots: u32, gate: bool) -> (tempfile::TempDir, Ring) {
+    /// Holds committed slots like the writer thread does, until told.
+    #[derive(Default)]
+    struct Hold(std::sync::Mutex<Vec<HeldSlot>>);
+    impl CommitSink for Hold {
+        fn committed(&self, _: Committed, slot: HeldSlot) {
+            self.0.lock().unwrap().push(slot);
+        }
+    }
+
+    fn ring(slots: u32, sink: Option<Arc<Hold>>) -> (tempfile::TempDir, Ring) {
         let dir = tempfile::tempdir().unwrap();
         let format = FrameFormat::uncompressed(YUYV, 128, 32).unwrap();
         let header = Header {
@@ -263,18 +266,21 @@ mod tests {
             session: 1,
             budget: None,
         };
-        (dir, Ring::new(map, header, start, gate, None))
+        let sink = sink.map(|s| s as Arc<dyn CommitSink>);
+        (dir, Ring::new(map, header, start, sink))
     }
 
     #[test]
     fn a_ram_ring_never_reclaims_an_unpersisted_slot() {
-        let (_d, mut r) = ring(2, true);
+        let hold = Arc::new(Hold::default());
+        let (_d, mut r) = ring(2, Some(hold.clone()));
         for _ in 0..2 {
             let c = r.claim_next().unwrap();
             r.commit(c, FrameMeta::default());
         }
         assert_eq!(r.claim_next().unwrap_err(), ClaimRefused::DiskBehind);
-        r.progress().persisted.store(1, Ordering::Release);
+        // The writer is done with frame 0.
+        drop(hold.0.lock().unwrap().remove(0));
         let c = r
             .claim_next()
             .expect("frame 0 is persisted: its slot is free");
@@ -285,7 +291,7 @@ mod tests {
 
     #[test]
     fn a_source_holding_every_slot_gets_busy_not_an_alias() {
-        let (_d, mut r) = ring(1, false);
+        let (_d, mut r) = ring(1, None);
         let a = r.claim_next().unwrap();
         assert_eq!(r.claim_next().unwrap_err(), ClaimRefused::Busy);
         r.release(a);
@@ -294,7 +300,7 @@ mod tests {
 
     #[test]
     fn commit_numbers_frames_and_publishes() {
-        let (_d, mut r) = ring(3, false);
+        let (_d, mut r) = ring(3, None);
         for want in 0..5u64 {
             let c = r.claim_next().unwrap();
             let done = r.commit(c, FrameMeta::default());

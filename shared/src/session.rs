@@ -169,7 +169,6 @@ impl Session {
             store.mapping().clone(),
             store.header().clone(),
             ring_start(&rec, cfg.store),
-            cfg.store == StoreKind::Direct,
             queue.clone().map(|q| q as Arc<dyn CommitSink>),
         );
         let descriptors = store

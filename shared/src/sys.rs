@@ -162,6 +162,15 @@ pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Background work: let the capture thread win any CPU contention
+/// (nice 10 for the calling thread only).
+pub fn lower_thread_priority() {
+    // SAFETY: setpriority on this thread's own id; no memory passed.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
+}
+
 /// Current time of `clock` in nanoseconds (0 if the clock cannot be read,
 /// which for the standard clocks does not happen).
 pub fn clock_ns(clock: libc::clockid_t) -> u64 {

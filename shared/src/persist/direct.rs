@@ -41,15 +41,17 @@ use crossbeam::queue::ArrayQueue;
 use memmap2::MmapMut;
 
 use super::{PersistConfig, PersistStats, Persister, SyncMode};
-use crate::format::{align_up, Header, Layout, Record, PAGE, RECORD_SIZE};
-use crate::mapping::Mapping;
+use crate::format::{Header, Layout, Record, PAGE, RECORD_SIZE};
+use crate::mapping::{HeldSlot, Mapping};
 use crate::ring::{CommitSink, Committed, Progress};
 use crate::sys;
 
 /// Committed frames on their way to the writer thread: a bounded lock-free
 /// queue (no allocation, no lock on the capture thread) and a wake-up.
+/// Each frame travels with its slot held (`HeldSlot`), so the ring cannot
+/// reuse the slot before the writer drops it, after the write.
 pub struct Queue {
-    frames: ArrayQueue<Committed>,
+    frames: ArrayQueue<(Committed, HeldSlot)>,
     writer: OnceLock<Thread>,
     overflowed: AtomicBool,
 }
@@ -67,8 +69,8 @@ impl Queue {
 }
 
 impl CommitSink for Queue {
-    fn committed(&self, c: &Committed) {
-        if self.frames.push(*c).is_err() {
+    fn committed(&self, c: Committed, slot: HeldSlot) {
+        if self.frames.push((c, slot)).is_err() {
             self.overflowed.store(true, Ordering::Relaxed);
         }
         // A futex wake only if the writer sleeps (std's park/unpark).
@@ -154,7 +156,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("pagecam-writer".into())
         .spawn(move || {
-            super::writeback::background_priority();
+            crate::sys::lower_thread_priority();
             w.run(&flag, &st, &q, &progress, &cfg);
         })?;
     let _ = queue.writer.set(thread.thread().clone());
@@ -203,9 +205,14 @@ impl Writer {
             }
             let mut wrote = false;
             while !st.failed() {
-                let Some(c) = q.frames.pop() else { break };
+                let Some((c, held)) = q.frames.pop() else {
+                    break;
+                };
                 let started = Instant::now();
-                match self.write_frame(&c) {
+                let written = self.write_frame(&c, &held);
+                // The slot may be reused from here on.
+                drop(held);
+                match written {
                     Ok(bytes) => {
                         st.frames_written.fetch_add(1, Ordering::Relaxed);
                         st.bytes_written.fetch_add(bytes, Ordering::Relaxed);
@@ -267,25 +274,16 @@ impl Writer {
     }
 
     /// Write one frame (data, then records). Returns the bytes written.
-    fn write_frame(&mut self, c: &Committed) -> Result<u64, String> {
-        // The ring's gate guarantees the slot still holds this frame.
-        if self.ring.generation(c.slot) != Some(c.generation) {
+    fn write_frame(&mut self, c: &Committed, held: &HeldSlot) -> Result<u64, String> {
+        // The held slot cannot have been reused: check anyway, it is cheap.
+        if self.ring.generation(c.slot) != Some(c.generation) || held.slot() != c.slot {
             return Err(format!(
                 "internal error: RAM slot {} was reused before frame {} was persisted",
                 c.slot, c.meta.sequence
             ));
         }
-        let used = c.meta.bytes_used as usize;
-        let len = (align_up(used as u64, PAGE) as usize).min(self.layout.slot_size as usize);
-        // SAFETY: frame `c` is committed in `c.slot` and `progress.persisted`
-        // has not passed it, so the ring will not claim the slot (and no
-        // driver or CPU writes it) until this write is done (see
-        // `Ring::claim_next`). The slice dies at the end of this function.
-        let ring = self.ring.clone();
-        let data = unsafe { ring.committed_slot(c.slot, len) };
-        let crc = c
-            .meta
-            .checksum(crc32c::crc32c(&data[..used.min(data.len())]));
+        let data = held.page_bytes();
+        let crc = c.meta.checksum(crc32c::crc32c(held.bytes()));
         let fslot = self.file_slot(c.meta.sequence);
         if !data.is_empty() {
             self.file

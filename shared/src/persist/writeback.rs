@@ -65,7 +65,7 @@ pub fn spawn(
                 last_sync: Instant::now(),
             };
             let ahead = (cfg.prefault_slots as u64).min(s.map.layout().slot_count as u64 / 2);
-            background_priority();
+            crate::sys::lower_thread_priority();
             loop {
                 let stopping = flag.load(Ordering::Acquire);
                 // Acquire pairs with the ring's Release store: the slots
@@ -116,14 +116,6 @@ pub fn spawn(
         stats,
         "page-cache writeback".into(),
     ))
-}
-
-/// Background work: let the capture thread win any contention.
-pub(super) fn background_priority() {
-    // SAFETY: setpriority on this thread's own id; no memory passed.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-    }
 }
 
 struct State {

@@ -7,6 +7,7 @@
 //! this one trait, so the per-frame loop does not know which device it has.
 
 pub mod pattern;
+#[allow(unsafe_code)]
 pub mod v4l2;
 
 use thiserror::Error;
