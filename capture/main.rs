@@ -21,6 +21,7 @@ use pagecam::capture::{Limits, StopReason};
 use pagecam::format::{self, FrameFormat, Header, Layout, OnFull};
 use pagecam::persist::{PersistConfig, SyncMode};
 use pagecam::recording::{wall_ns, Prealloc};
+use pagecam::service::{self, Notify, RING_FD_NAME};
 use pagecam::session::{RecordingPlan, Session, SessionConfig, SessionError};
 use pagecam::source::pattern::TestSource;
 use pagecam::source::v4l2::{self, IoMode, V4l2Config, V4l2Source};
@@ -265,6 +266,8 @@ fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: this reads and clears LISTEN_* variables.
+    let handed_over = service::take_listen_fds();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -278,7 +281,7 @@ fn main() -> ExitCode {
     if args.list_devices || args.list_formats.is_some() {
         return list(&args);
     }
-    match run(args) {
+    match run(args, handed_over) {
         Ok(code) => code,
         Err(Failure(code, e)) => {
             eprintln!("pagecam-capture: error: {e:#}");
@@ -425,8 +428,44 @@ fn session_error(e: SessionError) -> Failure {
     )
 }
 
-fn run(args: Args) -> Result<ExitCode, Failure> {
+/// What capture tells the service manager: READY=1 once the first frame is
+/// committed (the socket listens by then), WATCHDOG=1 from the capture loop
+/// (a stuck driver or loop stops the pings and the manager restarts us).
+struct ServiceHooks {
+    notify: Arc<Notify>,
+    ready: AtomicBool,
+    watchdog: Option<Duration>,
+    started: std::time::Instant,
+    /// Milliseconds since `started` of the last ping.
+    last_ping_ms: std::sync::atomic::AtomicU64,
+}
+
+impl ServiceHooks {
+    fn on_frame(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.notify.enabled() {
+            return;
+        }
+        if !self.ready.swap(true, Relaxed) {
+            let _ = self.notify.send("READY=1\nSTATUS=recording");
+        }
+        if let Some(every) = self.watchdog {
+            let now = self.started.elapsed().as_millis() as u64;
+            if now.saturating_sub(self.last_ping_ms.load(Relaxed)) >= every.as_millis() as u64 / 2 {
+                self.last_ping_ms.store(now, Relaxed);
+                let _ = self.notify.send("WATCHDOG=1");
+            }
+        }
+    }
+}
+
+fn run(args: Args, handed_over: Vec<(String, std::os::fd::OwnedFd)>) -> Result<ExitCode, Failure> {
     let output = args.output.clone().expect("clap requires --output");
+    let notify = Arc::new(Notify::from_env());
+    let recover_ring = handed_over
+        .into_iter()
+        .find(|(name, _)| name == RING_FD_NAME)
+        .map(|(_, fd)| std::fs::File::from(fd));
     let mut source = open_source(&args)?;
     let format = source.format();
     let socket = args.socket.clone().unwrap_or_else(|| {
@@ -456,8 +495,21 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
             ..Default::default()
         },
         stuck_after: args.stuck_timeout,
+        recover_ring,
+        service: notify.clone(),
     };
-    let (mut session, opened) = Session::open(&cfg).map_err(session_error)?;
+    let (mut session, opened) = Session::open(cfg).map_err(session_error)?;
+    if let Some(r) = &opened.recovered {
+        if let (Some(a), Some(b)) = (r.first, r.last) {
+            tracing::warn!(
+                "recovered {} frames ({a}..={b}) that a crashed capture had not written yet",
+                r.frames
+            );
+        }
+    }
+    if let Some(e) = &opened.recovery_failed {
+        tracing::warn!("could not recover the previous capture's RAM ring: {e}");
+    }
     let header = session.header().clone();
     let layout = header.layout;
     if opened.resumed {
@@ -522,7 +574,16 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
         frames: args.frames,
         duration: args.duration,
     };
-    let summary = session.run(source.as_mut(), limits, &stop, None);
+    let hooks = ServiceHooks {
+        notify: notify.clone(),
+        ready: AtomicBool::new(false),
+        watchdog: service::watchdog_interval(),
+        started: std::time::Instant::now(),
+        last_ping_ms: Default::default(),
+    };
+    let on_frame = || hooks.on_frame();
+    let summary = session.run(source.as_mut(), limits, &stop, Some(&on_frame));
+    let _ = notify.send("STOPPING=1");
     drop(status);
     if let Some(note) = source.delivery_note() {
         tracing::warn!("{note}");

@@ -7,6 +7,7 @@
 //! - `pipeline`: end to end with analyzers, wrap-around, kills, signals.
 //! - `bad_input`: bad paths, sizes, files and socket peers.
 //! - `durability`: kill -9 and resume, the writer lock, crash-safe creation.
+//! - `handover`: a killed capture's RAM ring written by the next one (fd store).
 //! - `systemd`: the units in systemd/ pass systemd-analyze verify.
 //! - `guest`: booting Debian kernels with vivid under qemu (tests/vm/vm.sh).
 //! - `vivid`: the same binaries against the vivid camera on Linux 6.1 and 6.12.
@@ -15,6 +16,7 @@
 mod bad_input;
 mod durability;
 mod guest;
+mod handover;
 mod pipeline;
 mod powercut;
 mod systemd;

@@ -209,3 +209,86 @@ pub fn assert_file_matches_pattern(path: &Path) -> usize {
     }
     scan.valid.len()
 }
+
+/// A small real filesystem of its own (an ext4 image on a loop device),
+/// for tests that freeze or fill a disk without touching the build's.
+/// Needs root and loop devices (CI has both); fails loudly otherwise.
+pub struct LoopFs {
+    pub mount: PathBuf,
+    device: String,
+    frozen: bool,
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+impl LoopFs {
+    /// `mkfs` (e.g. "mkfs.ext4") on a `size` image in `dir`, mounted at `dir/mnt`.
+    pub fn new(dir: &Path, size: &str, mkfs: &[&str]) -> LoopFs {
+        let image = dir.join("fs.img");
+        let mount = dir.join("mnt");
+        std::fs::create_dir_all(&mount).unwrap();
+        let ok = |o: Output, what: &str| {
+            assert!(
+                o.status.success(),
+                "{what} failed (this test needs root and loop devices): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        ok(
+            sh("truncate", &["-s", size, image.to_str().unwrap()]),
+            "truncate",
+        );
+        let mut args = mkfs[1..].to_vec();
+        args.push(image.to_str().unwrap());
+        ok(sh(mkfs[0], &args), mkfs[0]);
+        let device = ok(
+            sh("losetup", &["-f", "--show", image.to_str().unwrap()]),
+            "losetup",
+        );
+        let fs = LoopFs {
+            mount,
+            device,
+            frozen: false,
+        };
+        ok(
+            sh("mount", &[&fs.device, fs.mount.to_str().unwrap()]),
+            "mount",
+        );
+        fs
+    }
+
+    /// Block every write to the filesystem until `thaw` (fsfreeze).
+    pub fn freeze(&mut self) {
+        let o = sh("fsfreeze", &["-f", self.mount.to_str().unwrap()]);
+        assert!(o.status.success(), "fsfreeze: {}", stderr(&o));
+        self.frozen = true;
+    }
+
+    pub fn thaw(&mut self) {
+        if self.frozen {
+            sh("fsfreeze", &["-u", self.mount.to_str().unwrap()]);
+            self.frozen = false;
+        }
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        self.thaw();
+        let m = self.mount.to_str().unwrap().to_string();
+        for _ in 0..50 {
+            if sh("umount", &[&m]).status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sh("losetup", &["-d", &self.device]);
+    }
+}

@@ -22,9 +22,10 @@
 //! This crate must not print to the terminal or exit the process: that is
 //! the binaries' job.
 //!
-//! `unsafe` is allowed in four places only: `mapping` (shared memory),
-//! `sys` (syscalls beyond std and nix), `source::v4l2` (driver ioctls) and
-//! the two socket modules (descriptors the kernel hands over).
+//! `unsafe` is allowed in these places only: `mapping` (shared memory),
+//! `sys` (syscalls beyond std and nix), `source::v4l2` (driver ioctls),
+//! and where descriptors are handed over by the kernel or the service
+//! manager (`notify`, `subscribe`, `service`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 
@@ -38,6 +39,8 @@ pub mod persist;
 pub mod protocol;
 pub mod recording;
 pub mod ring;
+#[allow(unsafe_code)]
+pub mod service;
 pub mod session;
 pub mod source;
 pub mod stats;

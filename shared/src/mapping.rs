@@ -130,6 +130,8 @@ pub struct Mapping {
     /// Writer only: whether each slot is claimed right now. Process-local
     /// (not in the shared memory): it is what makes claims unique.
     claimed: Box<[AtomicBool]>,
+    /// The memory can never change again (a memfd sealed `F_SEAL_WRITE`).
+    frozen: bool,
 }
 
 // SAFETY: the mapping is plain memory; all access goes through atomics,
@@ -168,6 +170,7 @@ impl Mapping {
             layout,
             writable: true,
             claimed,
+            frozen: false,
         }))
     }
 
@@ -182,7 +185,37 @@ impl Mapping {
             layout,
             writable: false,
             claimed: Box::new([]),
+            frozen: false,
         }))
+    }
+
+    /// Map a memfd that can never change again: sealed with `F_SEAL_WRITE`
+    /// (checked here), which the kernel grants only when no writable
+    /// mapping of it exists anywhere, and after which none can be made
+    /// (memfd_create(2)). Its bytes may then be borrowed as plain slices.
+    pub(crate) fn map_frozen(file: &File, layout: Layout) -> Result<Arc<Self>, MapError> {
+        let seals = crate::sys::seals(file)?;
+        if seals & libc::F_SEAL_WRITE == 0 {
+            return Err(MapError::Io(std::io::Error::other(
+                "the memfd is not sealed against writes",
+            )));
+        }
+        let map = Self::map_read_only(file, layout)?;
+        let mut map = Arc::into_inner(map).expect("a new mapping has one owner");
+        map.frozen = true;
+        Ok(Arc::new(map))
+    }
+
+    /// The first `len` bytes of a slot of a frozen store (`None` otherwise).
+    pub(crate) fn frozen_bytes(&self, slot: u32, len: usize) -> Option<&[u8]> {
+        if !self.frozen || slot >= self.layout.slot_count {
+            return None;
+        }
+        let len = len.min(self.slot_len());
+        // Soundness: in bounds; the memory is mapped for `&self` and can no
+        // longer be written by anyone (F_SEAL_WRITE, checked in map_frozen).
+        // SAFETY: in bounds, mapped for `&self`, immutable by the kernel's seal.
+        Some(unsafe { std::slice::from_raw_parts(self.slot_ptr(slot), len) })
     }
 
     pub fn layout(&self) -> &Layout {

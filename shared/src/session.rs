@@ -22,12 +22,13 @@ use thiserror::Error;
 use crate::capture::{self, Counters, Limits, LoopContext, Summary};
 use crate::format::{FrameFormat, Header, Layout};
 use crate::notify::{Notifier, NotifierConfig, NotifyError};
-use crate::persist::direct::{self, Queue};
+use crate::persist::direct::{self, Queue, Recovered};
 use crate::persist::writeback::{self, Placement};
 use crate::persist::{PersistConfig, PersistStats, Persister};
 use crate::protocol::{End, EndReason, Hello, STORE_MEMFD_RING, STORE_RECORDING_FILE};
 use crate::recording::{self, Prealloc, RecordingError, RecordingFile};
 use crate::ring::{CommitSink, Progress, Ring, RingStart};
+use crate::service::{Notify, RING_FD_NAME};
 use crate::source::FrameSource;
 use crate::store::{FrameStore, RingSetup, StoreError, StoreKind};
 
@@ -41,7 +42,6 @@ pub enum RecordingPlan {
     Resume { create: Option<(Header, Prealloc)> },
 }
 
-#[derive(Clone, Debug)]
 pub struct SessionConfig {
     pub output: PathBuf,
     pub plan: RecordingPlan,
@@ -54,6 +54,11 @@ pub struct SessionConfig {
     pub persist: PersistConfig,
     /// Drop an analyzer whose socket has stayed full this long.
     pub stuck_after: Duration,
+    /// A dead capture's RAM ring, handed back by the service manager:
+    /// its frames not yet in the recording are written first.
+    pub recover_ring: Option<File>,
+    /// The service manager (the RAM ring is put in its descriptor store).
+    pub service: Arc<Notify>,
 }
 
 #[derive(Debug, Error)]
@@ -78,6 +83,12 @@ pub enum SessionError {
 #[derive(Debug)]
 pub struct Opened {
     pub resumed: bool,
+    /// Frames of a dead capture's RAM ring written before this session.
+    pub recovered: Option<Recovered>,
+    /// Why a stored RAM ring could not be recovered.
+    pub recovery_failed: Option<String>,
+    /// The RAM ring is in the service manager's descriptor store.
+    pub ring_stored: bool,
     /// RAM ring only.
     pub ring: Option<RingSetup>,
     pub persist_mode: String,
@@ -107,6 +118,8 @@ pub struct Session {
     notifier: Arc<Notifier>,
     persister: Option<Persister>,
     counters: Arc<Counters>,
+    service: Arc<Notify>,
+    ring_stored: bool,
 }
 
 /// The recording's geometry for a store that is the recording itself, or
@@ -129,8 +142,9 @@ fn file_slot_offset(rec: &RecordingFile) -> u64 {
 
 impl Session {
     /// Open the recording and the store, bind the socket, start persistence.
-    pub fn open(cfg: &SessionConfig) -> Result<(Session, Opened), SessionError> {
-        let (new, rec, resumed) = match &cfg.plan {
+    pub fn open(mut cfg: SessionConfig) -> Result<(Session, Opened), SessionError> {
+        let cfg = &mut cfg;
+        let (new, mut rec, resumed) = match &cfg.plan {
             RecordingPlan::Resume { .. } if cfg.output.exists() => {
                 (None, recording::resume(&cfg.output)?, true)
             }
@@ -156,6 +170,18 @@ impl Session {
                 found: rec.header.format,
                 wanted: cfg.format,
             });
+        }
+        let (mut recovered, mut recovery_failed) = (None, None);
+        if let Some(old) = cfg.recover_ring.take() {
+            if resumed {
+                match direct::recover(&old, &mut rec, cfg.persist.sync) {
+                    Ok(r) => recovered = Some(r),
+                    Err(e) => recovery_failed = Some(e),
+                }
+            } else {
+                recovery_failed =
+                    Some("a RAM ring was handed over, but the recording is new".into());
+            }
         }
         let (store, ring_setup) = match cfg.store {
             StoreKind::File => (FrameStore::file(&rec)?, None),
@@ -206,8 +232,28 @@ impl Session {
             None => rec,
         };
         let persister = start_persister(cfg, &rec, &store, &ring, &notifier, queue)?;
+        // Replace the ring in the service manager's store (a restart after a
+        // crash hands it back). Best effort: without it a crash loses the
+        // frames not yet written, as documented.
+        let ring_stored = match store.ring_memfd() {
+            Some(memfd) if cfg.service.enabled() => {
+                let _ = cfg
+                    .service
+                    .send(&format!("FDSTOREREMOVE=1\nFDNAME={RING_FD_NAME}"));
+                cfg.service
+                    .send_with_fds(
+                        &format!("FDSTORE=1\nFDNAME={RING_FD_NAME}"),
+                        &[std::os::fd::AsFd::as_fd(memfd)],
+                    )
+                    .is_ok()
+            }
+            _ => false,
+        };
         let opened = Opened {
             resumed,
+            recovered,
+            recovery_failed,
+            ring_stored,
             ring: ring_setup,
             persist_mode: persister.mode().to_string(),
         };
@@ -219,6 +265,8 @@ impl Session {
                 notifier,
                 persister: Some(persister),
                 counters: Arc::new(Counters::default()),
+                service: cfg.service.clone(),
+                ring_stored,
             },
             opened,
         ))
@@ -299,6 +347,12 @@ impl Session {
         } else {
             EndReason::Finished
         };
+        // Everything is on disk: a restart must not write the ring again.
+        if self.ring_stored && persisted.is_ok() {
+            let _ = self
+                .service
+                .send(&format!("FDSTOREREMOVE=1\nFDNAME={RING_FD_NAME}"));
+        }
         let frames = self.ring.next_sequence();
         self.notifier.finish(End {
             reason: end_reason,

@@ -120,9 +120,10 @@ impl FrameStore {
         let (populated, locked) = map.populate_and_lock();
         // From here on nobody can map the ring writable or write() it, not
         // even through a reopened /proc/self/fd path; capture's own mapping
-        // stays writable (memfd_create(2), F_SEAL_FUTURE_WRITE).
-        sys::add_seals(&f, libc::F_SEAL_FUTURE_WRITE | libc::F_SEAL_SEAL)
-            .map_err(err("F_SEAL_FUTURE_WRITE"))?;
+        // stays writable (memfd_create(2), F_SEAL_FUTURE_WRITE). No F_SEAL_SEAL:
+        // after a crash the next capture seals it F_SEAL_WRITE (granted only
+        // once no writable mapping is left) before it recovers frames.
+        sys::add_seals(&f, libc::F_SEAL_FUTURE_WRITE).map_err(err("F_SEAL_FUTURE_WRITE"))?;
         let ring_ro = sys::reopen(&f, libc::O_RDONLY).map_err(StoreError::Reopen)?;
         let rec_ro = sys::reopen(&rec.file, libc::O_RDONLY).map_err(StoreError::Reopen)?;
         let setup = RingSetup {

@@ -41,7 +41,9 @@ use crossbeam::queue::ArrayQueue;
 use memmap2::MmapMut;
 
 use super::{PersistConfig, PersistStats, Persister, SyncMode};
-use crate::format::{Header, Layout, Record, PAGE, RECORD_SIZE};
+use crate::format::{
+    generation_state, FrameMeta, GenerationState, Header, Layout, Record, PAGE, RECORD_SIZE,
+};
 use crate::mapping::{HeldSlot, Mapping};
 use crate::ring::{CommitSink, Committed, Progress};
 use crate::sys;
@@ -141,7 +143,7 @@ pub fn spawn(
     let stats = Arc::new(PersistStats::default());
     let page = MmapMut::map_anon(PAGE as usize)?;
     let mut w = Writer {
-        ring,
+        ring: Some(ring),
         file,
         layout: target.header.layout,
         slot_offset: target.slot_offset,
@@ -164,7 +166,8 @@ pub fn spawn(
 }
 
 struct Writer {
-    ring: Arc<Mapping>,
+    /// The live ring (`None` while recovering a dead capture's ring).
+    ring: Option<Arc<Mapping>>,
     file: File,
     layout: Layout,
     slot_offset: u64,
@@ -273,18 +276,25 @@ impl Writer {
         ((sequence % n + self.slot_offset % n) % n) as u32
     }
 
-    /// Write one frame (data, then records). Returns the bytes written.
+    /// Write one frame of the live ring. Returns the bytes written.
     fn write_frame(&mut self, c: &Committed, held: &HeldSlot) -> Result<u64, String> {
         // The held slot cannot have been reused: check anyway, it is cheap.
-        if self.ring.generation(c.slot) != Some(c.generation) || held.slot() != c.slot {
+        let live = self.ring.as_ref().and_then(|r| r.generation(c.slot));
+        if live != Some(c.generation) || held.slot() != c.slot {
             return Err(format!(
                 "internal error: RAM slot {} was reused before frame {} was persisted",
                 c.slot, c.meta.sequence
             ));
         }
-        let data = held.page_bytes();
-        let crc = c.meta.checksum(crc32c::crc32c(held.bytes()));
-        let fslot = self.file_slot(c.meta.sequence);
+        self.store(&c.meta, held.bytes(), held.page_bytes())
+    }
+
+    /// Write a frame (`used`: its bytes; `data`: the same, rounded up to
+    /// whole pages for O_DIRECT), then its record and the next slot's odd
+    /// mark. Returns the bytes written.
+    fn store(&mut self, meta: &FrameMeta, used: &[u8], data: &[u8]) -> Result<u64, String> {
+        let crc = meta.checksum(crc32c::crc32c(used));
+        let fslot = self.file_slot(meta.sequence);
         if !data.is_empty() {
             self.file
                 .write_all_at(data, self.layout.slot_offset(fslot))
@@ -301,7 +311,7 @@ impl Writer {
             fslot,
             Record {
                 generation,
-                meta: c.meta,
+                meta: *meta,
                 crc,
             },
         )
@@ -309,7 +319,7 @@ impl Writer {
         if self.pending_odd.is_some_and(|(s, _)| s == fslot) {
             self.pending_odd = None;
         }
-        self.mark_next_odd(c.meta.sequence + 1)
+        self.mark_next_odd(meta.sequence + 1)
             .map_err(|e| io_fail("index", e))?;
         self.flush().map_err(|e| io_fail("index", e))?;
         Ok(written + PAGE)
@@ -383,4 +393,107 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// What `recover` found and wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Frames of the dead capture's ring that were not in the recording.
+    pub frames: u64,
+    /// First and last sequence recovered.
+    pub first: Option<u64>,
+    pub last: Option<u64>,
+}
+
+/// After a crash: write the frames of a dead capture's RAM ring (handed
+/// back by the service manager's descriptor store) that the recording does
+/// not hold yet, in sequence order, and move `rec.start` past them.
+///
+/// The ring is first sealed `F_SEAL_WRITE`, which the kernel grants only
+/// when no writable mapping of it is left, i.e. its capture is really gone;
+/// from then on it cannot change, so its frames are written straight from
+/// its pages (`O_DIRECT`, no copy). Frames in it are complete exactly when
+/// their generation is even: RAM is not torn by a process crash.
+pub fn recover(
+    old: &std::fs::File,
+    rec: &mut crate::recording::RecordingFile,
+    sync: SyncMode,
+) -> Result<Recovered, String> {
+    sys::add_seals(old, libc::F_SEAL_WRITE).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EBUSY) {
+            "the stored RAM ring is still mapped writable: is another capture running?".into()
+        } else {
+            format!("cannot seal the stored RAM ring: {e}")
+        }
+    })?;
+    let header = crate::recording::read_header(old, std::path::Path::new("<stored RAM ring>"))
+        .map_err(|e| e.to_string())?;
+    if header.format != rec.header.format {
+        return Err(format!(
+            "the stored RAM ring holds {}, the recording {}",
+            header.format, rec.header.format
+        ));
+    }
+    let map = Mapping::map_frozen(old, header.layout).map_err(|e| e.to_string())?;
+    let start = rec.start;
+    let mut frames: Vec<(u32, FrameMeta)> = (0..header.layout.slot_count)
+        .filter_map(|slot| Some((slot, map.snapshot(slot)?)))
+        .filter(|(_, r)| generation_state(r.generation) == GenerationState::Committed)
+        .filter(|(_, r)| r.meta.sequence >= start.next_sequence)
+        .map(|(slot, r)| (slot, r.meta))
+        .collect();
+    frames.sort_by_key(|(_, m)| m.sequence);
+    let end = start.budget.map(|b| start.next_sequence.saturating_add(b));
+    frames.retain(|(_, m)| end.is_none_or(|e| m.sequence < e));
+    let Some(&(_, last)) = frames.last() else {
+        return Ok(Recovered::default());
+    };
+    let n = rec.header.layout.slot_count as u64;
+    let slot_offset = (start.next_slot as u64 % n + n - start.next_sequence % n) % n;
+    let (file, _, note) = open_target(&rec.file, sync).map_err(|e| io_fail("open", e))?;
+    if let Some(note) = note {
+        tracing::warn!("{note}");
+    }
+    let mut w = Writer {
+        ring: None,
+        file,
+        layout: rec.header.layout,
+        slot_offset,
+        sequence_end: end,
+        page: MmapMut::map_anon(PAGE as usize).map_err(|e| io_fail("buffer", e))?,
+        page_no: None,
+        dirty: false,
+        pending_odd: None,
+        sync,
+    };
+    w.mark_next_odd(frames[0].1.sequence)
+        .map_err(|e| io_fail("index", e))?;
+    for (slot, meta) in &frames {
+        let used = meta.bytes_used as usize;
+        let page_len = used.div_ceil(PAGE as usize) * PAGE as usize;
+        let (Some(data), Some(bytes)) = (
+            map.frozen_bytes(*slot, page_len),
+            map.frozen_bytes(*slot, used),
+        ) else {
+            return Err(format!("RAM ring slot {slot} is out of range"));
+        };
+        w.store(meta, bytes, data)?;
+    }
+    w.restore_pending().map_err(|e| io_fail("index", e))?;
+    w.file
+        .sync_data()
+        .map_err(|e| format!("fdatasync of the recording failed: {e}"))?;
+    let count = frames.len() as u64;
+    rec.start.next_sequence = last.sequence + 1;
+    rec.start.next_slot = ((last.sequence % n + slot_offset) % n + 1) as u32 % n as u32;
+    if let Some(b) = &mut rec.start.budget {
+        *b = b.saturating_sub(last.sequence + 1 - start.next_sequence);
+    }
+    let newest_session = frames.iter().map(|(_, m)| m.session).max().unwrap_or(0);
+    rec.start.session = rec.start.session.max(newest_session.saturating_add(1));
+    Ok(Recovered {
+        frames: count,
+        first: frames.first().map(|(_, m)| m.sequence),
+        last: Some(last.sequence),
+    })
 }
