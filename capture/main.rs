@@ -143,6 +143,11 @@ struct Args {
     /// in order).
     #[arg(long, value_enum, default_value_t = SyncArg::Cadence)]
     sync: SyncArg,
+    /// File store, when frames are copied (MMAP, `--delivery copy`): copy
+    /// through the mapping (`map`) or with `pwrite` into the page cache
+    /// (`pwrite`: no page faults on write-protected pages).
+    #[arg(long, value_enum, default_value_t = CopyArg::Map)]
+    copy_into: CopyArg,
     /// Do not prefault upcoming slots (file store; for measurements).
     #[arg(long)]
     no_prefault: bool,
@@ -155,6 +160,12 @@ struct Args {
 enum StoreArg {
     Direct,
     File,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CopyArg {
+    Map,
+    Pwrite,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -482,6 +493,7 @@ fn run(args: Args, handed_over: Vec<(String, std::os::fd::OwnedFd)>) -> Result<E
             StoreArg::File => StoreKind::File,
         },
         ram_slots: ram_slots(&args, source.interval().fps()),
+        copy_by_pwrite: args.copy_into == CopyArg::Pwrite,
         socket: socket.clone(),
         persist: PersistConfig {
             max_loss: args.max_loss,

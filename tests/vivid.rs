@@ -1,7 +1,8 @@
 //! The real binaries against the vivid camera on Linux 6.1 and 6.12 (qemu
-//! guests): I/O modes, formats, the multi-planar queue, and vivid's error
-//! injection. One boot per kernel runs every step; the host then pulls the
-//! recordings out of the guest's ext4 disk and checks frame contents.
+//! guests): both frame stores, I/O modes, formats, the multi-planar queue,
+//! a dma-contig driver that refuses USERPTR, and vivid's error injection.
+//! One boot per kernel runs every step; the host then pulls the recordings
+//! out of the guest's ext4 disk and checks frame contents.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,9 +33,14 @@ watched() {
     pagecam-analyzer watch --checksum --socket /data/$name.pcam.sock >/data/$name.jsonl 2>/data/$name.aerr
     wait $c
 }
-watched userptr --source /dev/video0 --size 320x180 --fps 30 --frames 40 --io userptr
-watched auto    --source /dev/video0 --size 320x180 --fps 30 --frames 40 --io auto
+watched userptr --source /dev/video0 --size 320x180 --fps 30 --frames 40 --io userptr --store direct
+watched auto    --source /dev/video0 --size 320x180 --fps 30 --frames 40 --io auto --store direct
+watched file_userptr --source /dev/video0 --size 320x180 --fps 30 --frames 40 --io userptr --store file
+watched file_auto --source /dev/video0 --size 320x180 --fps 30 --frames 40 --io auto --store file
+watched dmacontig --source /dev/video2 --size 320x180 --fps 30 --frames 40 --io auto
+cap dmacontig_userptr --source /dev/video2 --size 320x180 --fps 30 --frames 10 --io userptr
 cap mmap    --source /dev/video0 --size 320x180 --fps 30 --frames 20 --io mmap
+cap file_mmap --source /dev/video0 --size 320x180 --fps 30 --frames 20 --io mmap --store file
 cap nv12    --source /dev/video0 --size 320x180 --fps 30 --frames 20 --format NV12
 cap rgb3    --source /dev/video0 --size 320x180 --fps 30 --frames 20 --format RGB3
 cap grey    --source /dev/video0 --size 320x180 --fps 30 --frames 20 --format GREY
@@ -133,6 +139,38 @@ fn assert_colorbars(path: &Path) -> usize {
     scan.valid.len()
 }
 
+/// Every frame an analyzer accepted (its `--checksum` CRC of the frame as
+/// read in place) is, byte for byte, the frame the file holds for that
+/// sequence.
+fn analyzer_matches_file(rec: &Path, jsonl: &str, log: &str) {
+    let reader = RecordingReader::open(rec).unwrap();
+    let by_seq: std::collections::HashMap<u64, u32> = reader
+        .scan()
+        .unwrap()
+        .valid
+        .iter()
+        .map(|(slot, m)| (m.sequence, *slot))
+        .collect();
+    let lines: Vec<serde_json::Value> = jsonl.lines().map(|l| json(l, "jsonl")).collect();
+    let frames: Vec<_> = lines.iter().filter(|l| l.get("crc32c").is_some()).collect();
+    assert!(
+        frames.len() >= 20,
+        "{}: analyzer saw {} frames:\n{log}",
+        rec.display(),
+        frames.len()
+    );
+    for f in frames {
+        let seq = f["seq"].as_u64().unwrap();
+        let (_, bytes) = reader.valid_frame(by_seq[&seq]).unwrap().expect("valid");
+        assert_eq!(
+            f["crc32c"].as_u64().unwrap() as u32,
+            crc32c::crc32c(&bytes),
+            "{}: frame {seq}",
+            rec.display()
+        );
+    }
+}
+
 fn json(text: &str, what: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}: {text:?}"))
 }
@@ -144,7 +182,10 @@ fn vivid_on(kernel: &str) {
         kernel,
         disk: &disk,
         mkdisk: Some("192M"),
-        vivid: "n_devs=2 node_types=0x1,0x1 multiplanar=1,2",
+        // Instance 0: single-planar (/dev/video0); 1: multi-planar
+        // (/dev/video1); 2: dma-contig buffers, which refuse USERPTR as
+        // SoC camera drivers do (/dev/video2).
+        vivid: "n_devs=3 node_types=0x1,0x1,0x1 multiplanar=1,2,1 allocators=0,0,1",
         kill_on: None,
         timeout: Duration::from_secs(400),
     };
@@ -168,39 +209,74 @@ fn vivid_on(kernel: &str) {
         json(&text(&format!("{name}.verify")), name)
     };
 
-    // I/O modes. USERPTR into an ext4 MAP_SHARED mapping: zero copies on
-    // 6.1; refused (EFAULT) since 6.5, where auto falls back to MMAP.
-    if kernel == "6.1" {
-        assert_eq!(rc("userptr"), "0", "{}", text("userptr.err"));
-        let s = summary("userptr");
-        assert_eq!(s["bytes_copied"], 0, "{s}");
+    // I/O modes. The RAM ring (--store direct, a memfd): USERPTR works on
+    // both kernels, zero copies. The file store: USERPTR into an ext4
+    // MAP_SHARED mapping works on 6.1; since 6.5 it is refused (EFAULT) and
+    // auto falls back to MMAP with one copy.
+    for name in ["userptr", "auto"] {
+        assert_eq!(rc(name), "0", "{name}: {}", text(&format!("{name}.err")));
+        let s = summary(name);
+        assert_eq!(s["bytes_copied"], 0, "{name}: {s}");
+        assert_eq!(s["store"], "direct", "{s}");
         assert!(s["delivery"].as_str().unwrap().starts_with("direct"), "{s}");
-        assert_eq!(summary("auto")["bytes_copied"], 0);
+    }
+    if kernel == "6.1" {
+        assert_eq!(rc("file_userptr"), "0", "{}", text("file_userptr.err"));
+        assert_eq!(summary("file_userptr")["bytes_copied"], 0);
+        assert_eq!(summary("file_auto")["bytes_copied"], 0);
     } else {
-        assert_eq!(rc("userptr"), "2", "explicit userptr fails on {kernel}");
-        assert!(
-            text("userptr.err").contains("EFAULT"),
-            "{}",
-            text("userptr.err")
+        assert_eq!(
+            rc("file_userptr"),
+            "2",
+            "explicit userptr fails on {kernel}"
         );
-        assert_eq!(rc("auto"), "0", "{}", text("auto.err"));
-        let s = summary("auto");
+        assert!(
+            text("file_userptr.err").contains("EFAULT"),
+            "{}",
+            text("file_userptr.err")
+        );
+        assert_eq!(rc("file_auto"), "0", "{}", text("file_auto.err"));
+        let s = summary("file_auto");
         assert_eq!(s["bytes_copied_per_frame"], 320 * 180 * 2, "{s}");
         assert!(
-            text("auto.err").contains("USERPTR"),
+            text("file_auto.err").contains("USERPTR"),
             "auto says why it fell back: {}",
-            text("auto.err")
+            text("file_auto.err")
         );
     }
+    // A dma-contig driver refuses USERPTR for any memory: auto uses MMAP
+    // and one copy into the RAM ring, and says why; explicit userptr fails.
+    assert_eq!(rc("dmacontig"), "0", "{}", text("dmacontig.err"));
+    let s = summary("dmacontig");
+    assert_eq!(s["bytes_copied_per_frame"], 320 * 180 * 2, "{s}");
+    assert!(
+        text("dmacontig.err").contains("does not support USERPTR"),
+        "{}",
+        text("dmacontig.err")
+    );
+    assert_eq!(
+        rc("dmacontig_userptr"),
+        "2",
+        "{}",
+        text("dmacontig_userptr.err")
+    );
     for name in [
+        "userptr",
         "auto",
+        "file_userptr",
+        "file_auto",
+        "dmacontig",
         "mmap",
+        "file_mmap",
         "nv12",
         "rgb3",
         "grey",
         "mplane",
         "mplane_yuyv",
     ] {
+        if name == "file_userptr" && kernel != "6.1" {
+            continue;
+        }
         assert_eq!(rc(name), "0", "{name}: {}", text(&format!("{name}.err")));
         verified(name);
         let n = assert_colorbars(&recording(name));
@@ -208,36 +284,15 @@ fn vivid_on(kernel: &str) {
     }
     assert!(summary("mmap")["bytes_copied_per_frame"].as_u64().unwrap() > 0);
 
-    // The analyzer read frames in place; each one it accepted is, byte for
-    // byte, the frame the file holds for that sequence.
-    let watched = if kernel == "6.1" { "userptr" } else { "auto" };
-    let rec = recording(watched);
-    let reader = RecordingReader::open(&rec).unwrap();
-    let by_seq: std::collections::HashMap<u64, u32> = reader
-        .scan()
-        .unwrap()
-        .valid
-        .iter()
-        .map(|(slot, m)| (m.sequence, *slot))
-        .collect();
-    let lines: Vec<serde_json::Value> = text(&format!("{watched}.jsonl"))
-        .lines()
-        .map(|l| json(l, "jsonl"))
-        .collect();
-    let frames: Vec<_> = lines.iter().filter(|l| l.get("crc32c").is_some()).collect();
-    assert!(
-        frames.len() >= 20,
-        "analyzer saw {} frames:\n{}",
-        frames.len(),
-        text(&format!("{watched}.aerr"))
-    );
-    for f in frames {
-        let seq = f["seq"].as_u64().unwrap();
-        let (_, bytes) = reader.valid_frame(by_seq[&seq]).unwrap().expect("valid");
-        let crc = crc32c::crc32c(&bytes);
-        assert_eq!(f["crc32c"].as_u64().unwrap() as u32, crc, "frame {seq}");
+    // The analyzers read frames in place; each one they accepted is, byte
+    // for byte, the frame the file holds for that sequence.
+    for watched in ["userptr", "file_auto", "dmacontig"] {
+        analyzer_matches_file(
+            &recording(watched),
+            &text(&format!("{watched}.jsonl")),
+            &text(&format!("{watched}.aerr")),
+        );
     }
-
     // Dropped buffers: counted exactly as the sequence gaps in the file say.
     assert_eq!(rc("drops"), "0", "{}", text("drops.err"));
     let dropped = summary("drops")["source_dropped"].as_u64().unwrap();

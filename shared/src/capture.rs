@@ -161,7 +161,7 @@ pub fn run(source: &mut dyn FrameSource, ring: &mut Ring, cx: LoopContext<'_>) -
             let committed = match frame {
                 Frame::InSlot(slot, info) => {
                     queued = queued.saturating_sub(1);
-                    commit(ring, slot, info)
+                    commit(ring, slot, info, None)
                 }
                 Frame::InBuffer(data, info) => {
                     counters.copying.store(true, Ordering::Relaxed);
@@ -183,9 +183,22 @@ pub fn run(source: &mut dyn FrameSource, ring: &mut Ring, cx: LoopContext<'_>) -
                         }
                     };
                     let mut slot = slot;
-                    let n = slot.copy_from(&data[..(info.bytes_used as usize).min(data.len())]);
+                    let (n, crc) = match slot
+                        .copy_from(&data[..(info.bytes_used as usize).min(data.len())])
+                    {
+                        Ok(done) => done,
+                        Err(e) => {
+                            ring.release(slot);
+                            let _ = source.release();
+                            break 'run StopReason::Storage(format!("writing a frame failed: {e}"));
+                        }
+                    };
                     counters.bytes_copied.fetch_add(n as u64, Ordering::Relaxed);
-                    let c = commit(ring, slot, info);
+                    let info = FrameInfo {
+                        bytes_used: n as u32,
+                        ..info
+                    };
+                    let c = commit(ring, slot, info, Some(crc));
                     if let Err(e) = source.release() {
                         break 'run StopReason::Source(e);
                     }
@@ -274,7 +287,7 @@ fn feed_source(
     Ok(())
 }
 
-fn commit(ring: &mut Ring, slot: ClaimedSlot, info: FrameInfo) -> Committed {
+fn commit(ring: &mut Ring, slot: ClaimedSlot, info: FrameInfo, crc: Option<u32>) -> Committed {
     let meta = FrameMeta {
         source_sequence: info.source_sequence,
         timestamp_ns: info.timestamp_ns,
@@ -283,7 +296,7 @@ fn commit(ring: &mut Ring, slot: ClaimedSlot, info: FrameInfo) -> Committed {
         flags: info.flags,
         ..Default::default()
     };
-    ring.commit(slot, meta)
+    ring.commit_with(slot, meta, crc)
 }
 
 /// Per-frame bookkeeping of the loop.

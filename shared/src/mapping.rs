@@ -132,6 +132,10 @@ pub struct Mapping {
     claimed: Box<[AtomicBool]>,
     /// The memory can never change again (a memfd sealed `F_SEAL_WRITE`).
     frozen: bool,
+    /// Copy frames in with `pwrite` to this file (the store's own file)
+    /// instead of through the mapping: a kernel copy into the page cache,
+    /// which takes no page fault on a write-protected page.
+    copy_by_pwrite: Option<File>,
 }
 
 // SAFETY: the mapping is plain memory; all access goes through atomics,
@@ -171,7 +175,17 @@ impl Mapping {
             writable: true,
             claimed,
             frozen: false,
+            copy_by_pwrite: None,
         }))
+    }
+
+    /// As `map_writable`, but frames copied in (`ClaimedSlot::copy_from`)
+    /// are written with `pwrite` on `file` (the mapped file itself).
+    pub(crate) fn map_writable_pwrite(file: &File, layout: Layout) -> Result<Arc<Self>, MapError> {
+        let map = Self::map_writable(file, layout)?;
+        let mut map = Arc::into_inner(map).expect("a new mapping has one owner");
+        map.copy_by_pwrite = Some(file.try_clone()?);
+        Ok(Arc::new(map))
     }
 
     /// Map `file` read-only and shared (the descriptor may be read-only).
@@ -186,6 +200,7 @@ impl Mapping {
             writable: false,
             claimed: Box::new([]),
             frozen: false,
+            copy_by_pwrite: None,
         }))
     }
 
@@ -612,14 +627,32 @@ impl ClaimedSlot {
         self.map.slot_len()
     }
 
-    /// The one CPU copy of the MMAP path: copy `src` into the slot.
-    /// Returns the bytes copied (`src` is cut to the slot's capacity).
-    pub fn copy_from(&mut self, src: &[u8]) -> usize {
-        self.fill_with(|dst| {
-            let n = src.len().min(dst.len());
-            dst[..n].copy_from_slice(&src[..n]);
-            n
-        })
+    /// The one CPU copy of the MMAP path: copy `src` into the slot, and
+    /// compute the CRC32C of what was copied on the way (each chunk is
+    /// checksummed while it is in cache, so the slot is never read back).
+    /// Returns (bytes copied, their CRC32C); `src` is cut to the capacity.
+    /// Fails only on a `pwrite` error (file store with `--copy-into pwrite`).
+    pub fn copy_from(&mut self, src: &[u8]) -> std::io::Result<(usize, u32)> {
+        const CHUNK: usize = 64 * 1024;
+        let n = src.len().min(self.capacity());
+        let src = &src[..n];
+        if let Some(file) = &self.map.copy_by_pwrite {
+            use std::os::unix::fs::FileExt;
+            self.touched = true;
+            let crc = crc32c::crc32c(src);
+            // Ordered after the odd generation: the claim's Release fence
+            // precedes this syscall, which changes the bytes readers see.
+            file.write_all_at(src, self.map.layout.slot_offset(self.slot))?;
+            return Ok((n, crc));
+        }
+        Ok(self.fill_with(|dst| {
+            let mut crc = 0;
+            for (d, s) in dst[..n].chunks_mut(CHUNK).zip(src.chunks(CHUNK)) {
+                d.copy_from_slice(s);
+                crc = crc32c::crc32c_append(crc, s);
+            }
+            (n, crc)
+        }))
     }
 
     /// Let `f` fill the slot in place (the built-in source renders straight

@@ -50,6 +50,9 @@ pub struct Committed {
     pub slot: u32,
     pub generation: u64,
     pub meta: FrameMeta,
+    /// CRC32C of the frame's bytes if it was computed on the way in (a
+    /// copied frame), so the writer thread need not read the frame again.
+    pub data_crc: Option<u32>,
 }
 
 /// Why `claim_next` gave no slot.
@@ -189,7 +192,18 @@ impl Ring {
 
     /// Commit a filled slot: sequence and session are assigned here, then
     /// the checksum (file store), the record, the even generation.
-    pub fn commit(&mut self, slot: ClaimedSlot, mut meta: FrameMeta) -> Committed {
+    pub fn commit(&mut self, slot: ClaimedSlot, meta: FrameMeta) -> Committed {
+        self.commit_with(slot, meta, None)
+    }
+
+    /// `commit`, with the CRC32C of the frame's bytes already known (they
+    /// were checksummed while being copied in).
+    pub fn commit_with(
+        &mut self,
+        slot: ClaimedSlot,
+        mut meta: FrameMeta,
+        data_crc: Option<u32>,
+    ) -> Committed {
         meta.bytes_used = meta
             .bytes_used
             .min(u32::try_from(slot.capacity()).unwrap_or(u32::MAX));
@@ -202,8 +216,8 @@ impl Ring {
                 (g, Some(held))
             }
             None => {
-                let crc = meta.checksum(slot.crc32c(meta.bytes_used as usize));
-                (slot.commit(&meta, crc), None)
+                let data_crc = data_crc.unwrap_or_else(|| slot.crc32c(meta.bytes_used as usize));
+                (slot.commit(&meta, meta.checksum(data_crc)), None)
             }
         };
         self.next_sequence += 1;
@@ -211,6 +225,7 @@ impl Ring {
             slot: index,
             generation,
             meta,
+            data_crc,
         };
         // Release: a thread that sees `published` past this frame sees the
         // committed slot (the records were stored before).

@@ -50,6 +50,8 @@ pub struct SessionConfig {
     pub store: StoreKind,
     /// RAM ring slots (`StoreKind::Direct`).
     pub ram_slots: u32,
+    /// File store: copy frames in with `pwrite` rather than the mapping.
+    pub copy_by_pwrite: bool,
     pub socket: PathBuf,
     pub persist: PersistConfig,
     /// Drop an analyzer whose socket has stayed full this long.
@@ -184,7 +186,7 @@ impl Session {
             }
         }
         let (store, ring_setup) = match cfg.store {
-            StoreKind::File => (FrameStore::file(&rec)?, None),
+            StoreKind::File => (FrameStore::file(&rec, cfg.copy_by_pwrite)?, None),
             StoreKind::Direct => {
                 let (s, setup) = FrameStore::memfd(&rec, cfg.ram_slots)?;
                 (s, Some(setup))

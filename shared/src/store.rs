@@ -84,9 +84,14 @@ pub struct FrameStore {
 }
 
 impl FrameStore {
-    /// The recording file as the store: map it writable.
-    pub fn file(rec: &RecordingFile) -> Result<Self, StoreError> {
-        let map = Mapping::map_writable(&rec.file, rec.header.layout)?;
+    /// The recording file as the store: map it writable. `copy_by_pwrite`:
+    /// frames that are copied in go through `pwrite` instead of the mapping.
+    pub fn file(rec: &RecordingFile, copy_by_pwrite: bool) -> Result<Self, StoreError> {
+        let map = if copy_by_pwrite {
+            Mapping::map_writable_pwrite(&rec.file, rec.header.layout)?
+        } else {
+            Mapping::map_writable(&rec.file, rec.header.layout)?
+        };
         let ro = sys::reopen(&rec.file, libc::O_RDONLY).map_err(StoreError::Reopen)?;
         Ok(FrameStore {
             kind: StoreKind::File,

@@ -286,14 +286,15 @@ impl Writer {
                 c.slot, c.meta.sequence
             ));
         }
-        self.store(&c.meta, held.bytes(), held.page_bytes())
+        let crc = c.data_crc.unwrap_or_else(|| crc32c::crc32c(held.bytes()));
+        self.store(&c.meta, crc, held.page_bytes())
     }
 
-    /// Write a frame (`used`: its bytes; `data`: the same, rounded up to
-    /// whole pages for O_DIRECT), then its record and the next slot's odd
-    /// mark. Returns the bytes written.
-    fn store(&mut self, meta: &FrameMeta, used: &[u8], data: &[u8]) -> Result<u64, String> {
-        let crc = meta.checksum(crc32c::crc32c(used));
+    /// Write a frame (`data`: its bytes rounded up to whole pages, for
+    /// O_DIRECT; `data_crc`: the CRC32C of its `bytes_used`), then its
+    /// record and the next slot's odd mark. Returns the bytes written.
+    fn store(&mut self, meta: &FrameMeta, data_crc: u32, data: &[u8]) -> Result<u64, String> {
+        let crc = meta.checksum(data_crc);
         let fslot = self.file_slot(meta.sequence);
         if !data.is_empty() {
             self.file
@@ -477,7 +478,7 @@ pub fn recover(
         ) else {
             return Err(format!("RAM ring slot {slot} is out of range"));
         };
-        w.store(meta, bytes, data)?;
+        w.store(meta, crc32c::crc32c(bytes), data)?;
     }
     w.restore_pending().map_err(|e| io_fail("index", e))?;
     w.file
