@@ -1,7 +1,7 @@
-//! Power cuts on real kernels (qemu guests, Linux 6.1 and 6.12): record
-//! vivid onto the guest's ext4 disk, SIGKILL qemu at a random moment, boot
-//! again on the same disk image (ext4 replays its journal at mount) and
-//! check what survived.
+//! Power cuts on real kernels (qemu guests, Linux 6.1 and 6.12), for both
+//! frame stores: record vivid onto the guest's ext4 disk, SIGKILL qemu at a
+//! random moment, boot again on the same disk image (ext4 replays its
+//! journal at mount) and check what survived.
 //!
 //! One chain of boots per kernel; the boot that verifies cut k also records
 //! for cut k+1, so the 7 cuts cost 8 boots (about 90 s per kernel):
@@ -22,10 +22,12 @@
 //!
 //! Frames: vivid 320x180 YUYV at 30 fps with `test_pattern=0
 //! osd_text_mode=2`, so every frame is the same 75% colour bars. `--io
-//! auto` takes both paths: USERPTR on 6.1 (the driver writes the file's
-//! pages through its own mapping, not capture's page tables), MMAP plus
-//! one CPU copy on 6.12 (which refuses USERPTR into file pages).
-//! `--max-loss 1s`.
+//! auto`: with `--store file` it takes both paths, USERPTR on 6.1 (the
+//! driver writes the file's pages through its own mapping, not capture's
+//! page tables) and MMAP plus one CPU copy on 6.12 (which refuses USERPTR
+//! into file pages); with `--store direct` the driver writes the RAM ring
+//! through USERPTR on both, and the ring is written to the file with
+//! O_DIRECT. `--max-loss 1s`.
 //!
 //! The ring (800 slots, `--on-full stop`) never wraps: frame `seq` lives in
 //! slot `seq` for the whole chain (resume continues right after the newest
@@ -105,7 +107,7 @@ v() {
 cap() {
     name=$1; shift
     { PAGECAM_LOG=info pagecam-capture -o /data/$name --source /dev/video0 \
-        --size 320x180 --fps 30 --io auto --max-loss 1s \
+        --size 320x180 --fps 30 --io auto --max-loss 1s --store "$PC_STORE" \
         --ctrl test_pattern=0 --ctrl osd_text_mode=2 "$@" 2>&1
       echo "PC_CAPTURE_EXIT $name rc=$?"; } |
     while IFS= read -r l; do
@@ -410,9 +412,9 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
-fn table(kernel: &str, seed: u64, rows: &[Row], took: Duration) -> String {
+fn table(kernel: &str, store: &str, seed: u64, rows: &[Row], took: Duration) -> String {
     let mut t = format!(
-        "\npower cuts on Linux {kernel} (seed {seed:#x}; replay: PAGECAM_POWERCUT_SEED={:#x}), max-loss bound 1000 ms, {:.0} s\n\
+        "\npower cuts on Linux {kernel}, --store {store} (seed {seed:#x}; replay: PAGECAM_POWERCUT_SEED={:#x}), max-loss bound 1000 ms, {:.0} s\n\
          loss = newest frame the console showed before the cut - newest valid frame recovered\n\
          (negative: the disk held frames newer than the console had shown; it lags up to 8 frames)\n\
          first: the session's first frame; seen: newest frame on the console before the cut;\n\
@@ -558,7 +560,7 @@ fn check_cut(
     }
 }
 
-fn powercut_on(kernel: &str, index: u64) {
+fn powercut_on(kernel: &str, store: &str, index: u64) {
     let started = Instant::now();
     let seed = base_seed() ^ (index + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
     let mut rng = Rng(seed);
@@ -569,7 +571,7 @@ fn powercut_on(kernel: &str, index: u64) {
         })
         .collect();
     eprintln!(
-        "powercut {kernel}: seed {seed:#x} (PAGECAM_POWERCUT_SEED={:#x}); cut delays {:?}",
+        "powercut {kernel} --store {store}: seed {seed:#x} (PAGECAM_POWERCUT_SEED={:#x}); cut delays {:?}",
         base_seed(),
         plan.iter()
             .map(|(k, d)| format!("{d:.2}s after {}", k.marker()))
@@ -608,10 +610,10 @@ fn powercut_on(kernel: &str, index: u64) {
 
     for (round, &(kind, delay)) in (1..).zip(&plan) {
         let what = format!(
-            "Linux {kernel}, seed {seed:#x}, cut {round} ({delay:.2} s after {:?})",
+            "Linux {kernel}, --store {store}, seed {seed:#x}, cut {round} ({delay:.2} s after {:?})",
             kind.marker()
         );
-        let mut script = String::from(FUNCS);
+        let mut script = format!("PC_STORE={store}\n{FUNCS}");
         if round > 1 {
             script += "v keep.pcam\nv rec.pcam\nrec --resume\n";
         } else {
@@ -670,12 +672,16 @@ fn powercut_on(kernel: &str, index: u64) {
     let rec = prev.expect("at least one round");
     let keep = keep.expect("keep.pcam recorded in boot 1");
     // The loss table now: the pre-allocation checks below may still fail.
-    eprintln!("{}", table(kernel, seed, &rows, started.elapsed()));
+    let t = table(kernel, store, seed, &rows, started.elapsed());
+    eprintln!("{t}");
+    crate::util::report("powercut", &format!("{kernel}-{store}"), &t);
 
     // Cut during pre-allocation of a second, large file.
-    let what = format!("Linux {kernel}, seed {seed:#x}, cut during pre-allocation");
-    let run = guest(false, Some(("PC_PREALLOC_COMMITTED", 0.1)))
-        .run(&format!("{FUNCS}v keep.pcam\nv rec.pcam\nbig\n"));
+    let what =
+        format!("Linux {kernel}, --store {store}, seed {seed:#x}, cut during pre-allocation");
+    let run = guest(false, Some(("PC_PREALLOC_COMMITTED", 0.1))).run(&format!(
+        "PC_STORE={store}\n{FUNCS}v keep.pcam\nv rec.pcam\nbig\n"
+    ));
     keep_unchanged(&keep, &run.console, &what);
     let v = verify_lines(&run.console, "rec.pcam");
     assert_eq!(v.len(), 1, "{what}\n{}", run.console);
@@ -712,8 +718,9 @@ fn powercut_on(kernel: &str, index: u64) {
     );
 
     // The next boot: a clear answer for big.pcam; the others untouched.
-    let what = format!("Linux {kernel}, seed {seed:#x}, after the pre-allocation cut");
-    let run = guest(false, None).run(&format!("{FUNCS}{FINAL}"));
+    let what =
+        format!("Linux {kernel}, --store {store}, seed {seed:#x}, after the pre-allocation cut");
+    let run = guest(false, None).run(&format!("PC_STORE={store}\n{FUNCS}{FINAL}"));
     assert_eq!(run.code, Some(0), "{what}\n{}", run.console);
     keep_unchanged(&keep, &run.console, &what);
     let kept = recovered(&pull("keep.pcam", "final"), &format!("{what}: keep.pcam"));
@@ -793,23 +800,39 @@ fn powercut_on(kernel: &str, index: u64) {
         }
         None => panic!("{what}: no verify line for big.pcam\n{}", run.console),
     };
-    eprintln!(
-        "power cuts on Linux {kernel}: pre-allocation cut (temporary file at the cut: {at_cut}): \
+    let line = format!(
+        "power cuts on Linux {kernel}, --store {store}: pre-allocation cut (temporary file at the cut: {at_cut}): \
          {outcome}; rec.pcam and keep.pcam unchanged; {:.0} s in all",
         started.elapsed().as_secs_f64()
     );
+    eprintln!("{line}");
+    crate::util::report("powercut", &format!("{kernel}-{store}-prealloc"), &line);
 }
 
 #[test]
-fn power_cuts_on_linux_6_1() {
-    if !skipped("power_cuts_on_linux_6_1") {
-        powercut_on(KERNELS[0], 0);
+fn power_cuts_on_linux_6_1_direct_store() {
+    if !skipped("power_cuts_on_linux_6_1_direct_store") {
+        powercut_on(KERNELS[0], "direct", 0);
     }
 }
 
 #[test]
-fn power_cuts_on_linux_6_12() {
-    if !skipped("power_cuts_on_linux_6_12") {
-        powercut_on(KERNELS[1], 1);
+fn power_cuts_on_linux_6_12_direct_store() {
+    if !skipped("power_cuts_on_linux_6_12_direct_store") {
+        powercut_on(KERNELS[1], "direct", 1);
+    }
+}
+
+#[test]
+fn power_cuts_on_linux_6_1_file_store() {
+    if !skipped("power_cuts_on_linux_6_1_file_store") {
+        powercut_on(KERNELS[0], "file", 2);
+    }
+}
+
+#[test]
+fn power_cuts_on_linux_6_12_file_store() {
+    if !skipped("power_cuts_on_linux_6_12_file_store") {
+        powercut_on(KERNELS[1], "file", 3);
     }
 }

@@ -292,3 +292,16 @@ impl Drop for LoopFs {
         sh("losetup", &["-d", &self.device]);
     }
 }
+
+/// Keep a result table where the person running the tests will see it:
+/// cargo hides a passing test's output, so tables go to
+/// `target/test-reports/KIND-NAME.txt`, which `scripts/test.sh` prints at
+/// the end.
+pub fn report(kind: &str, name: &str, text: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("test-reports");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{kind}-{name}.txt")), text);
+}

@@ -181,7 +181,7 @@ fn vivid_on(kernel: &str) {
     let guest = Guest {
         kernel,
         disk: &disk,
-        mkdisk: Some("192M"),
+        mkdisk: Some("384M"),
         // Instance 0: single-planar (/dev/video0); 1: multi-planar
         // (/dev/video1); 2: dma-contig buffers, which refuse USERPTR as
         // SoC camera drivers do (/dev/video2).
