@@ -14,12 +14,13 @@
 //!
 //! Each file keeps bindgen's compile-time size, alignment and offset
 //! assertions for its target, so a file used on the wrong target fails the
-//! build.
+//! build; the `tests` module also compares every struct and field with the
+//! build machine's C header, compiled by `cc`.
 //!
 //! With the `v4l` cargo feature the names come instead from the `v4l`
 //! crate's bindings, generated at build time against this machine's headers
-//! (needs libclang). The checked-in ones are still compiled where the
-//! target has them.
+//! (needs libclang). The checked-in ones are still compiled (where the
+//! target has them), so the tests compare those too.
 //!
 //! Must not: hold hand-written definitions. To add a struct, field or
 //! constant, extend the lists in the script and rerun it.
@@ -84,3 +85,16 @@ compile_error!(
      Build with `--features pagecam/v4l` (bindgen at build time, needs libclang), or add this \
      target to scripts/gen-v4l2-abi.sh and shared/src/source/v4l2/abi/mod.rs."
 );
+
+#[cfg(all(
+    test,
+    target_os = "linux",
+    any(
+        all(
+            target_pointer_width = "64",
+            any(target_arch = "x86_64", target_arch = "aarch64")
+        ),
+        all(target_arch = "arm", target_env = "gnu")
+    )
+))]
+mod tests;
