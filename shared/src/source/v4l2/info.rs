@@ -10,10 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use v4l::frameinterval::FrameIntervalEnum;
-use v4l::framesize::FrameSizeEnum;
-
-use super::sys::{self, v4l_sys::*, Zeroable};
+use super::sys::{self, abi::*, Zeroable};
 use crate::format::{fourcc_str, Interval};
 use crate::source::SourceError;
 
@@ -318,10 +315,70 @@ pub(super) fn enum_formats(fd: BorrowedFd<'_>, buf_type: u32) -> Vec<(u32, Strin
     out
 }
 
-fn interval_of(f: v4l::Fraction) -> Interval {
+fn interval_of(f: v4l2_fract) -> Interval {
     Interval {
         numerator: f.numerator,
         denominator: f.denominator,
+    }
+}
+
+/// One answer of VIDIOC_ENUM_FRAMEINTERVALS, by its `type`; `None` for a
+/// type this code does not know (a newer kernel's), which ends the list.
+#[allow(non_upper_case_globals)] // bindgen's names for the enum's values
+fn frame_intervals(e: &v4l2_frmivalenum) -> Option<FrameIntervals> {
+    match e.type_ {
+        v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_DISCRETE => {
+            // SAFETY: for DISCRETE the kernel filled the `discrete` member
+            // (frmival.rst); both members are plain integers, valid for any
+            // bits.
+            let d = unsafe { e.__bindgen_anon_1.discrete };
+            Some(FrameIntervals::Discrete(interval_of(d)))
+        }
+        v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_CONTINUOUS
+        | v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_STEPWISE => {
+            // SAFETY: for CONTINUOUS and STEPWISE the kernel filled
+            // `stepwise` (frmival.rst); plain integers.
+            let s = unsafe { e.__bindgen_anon_1.stepwise };
+            Some(FrameIntervals::Stepwise {
+                min: interval_of(s.min),
+                max: interval_of(s.max),
+                step: interval_of(s.step),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// One answer of VIDIOC_ENUM_FRAMESIZES, by its `type`; `None` for a type
+/// this code does not know, which ends the list.
+#[allow(non_upper_case_globals)] // bindgen's names for the enum's values
+fn frame_sizes(e: &v4l2_frmsizeenum) -> Option<FrameSizes> {
+    match e.type_ {
+        v4l2_frmsizetypes_V4L2_FRMSIZE_TYPE_DISCRETE => {
+            // SAFETY: for DISCRETE the kernel filled the `discrete` member
+            // (framesizes.rst); both members are plain integers, valid for
+            // any bits.
+            let d = unsafe { e.__bindgen_anon_1.discrete };
+            Some(FrameSizes::Discrete {
+                width: d.width,
+                height: d.height,
+            })
+        }
+        v4l2_frmsizetypes_V4L2_FRMSIZE_TYPE_CONTINUOUS
+        | v4l2_frmsizetypes_V4L2_FRMSIZE_TYPE_STEPWISE => {
+            // SAFETY: for CONTINUOUS and STEPWISE the kernel filled
+            // `stepwise` (framesizes.rst); plain integers.
+            let s = unsafe { e.__bindgen_anon_1.stepwise };
+            Some(FrameSizes::Stepwise {
+                min_width: s.min_width,
+                max_width: s.max_width,
+                step_width: s.step_width,
+                min_height: s.min_height,
+                max_height: s.max_height,
+                step_height: s.step_height,
+            })
+        }
+        _ => None,
     }
 }
 
@@ -336,19 +393,13 @@ fn enum_intervals(fd: BorrowedFd<'_>, fourcc: u32, width: u32, height: u32) -> V
         if sys::enum_frameintervals(fd, &mut e).is_err() {
             break;
         }
-        match FrameIntervalEnum::try_from(e) {
-            Ok(FrameIntervalEnum::Discrete(f)) => {
-                out.push(FrameIntervals::Discrete(interval_of(f)))
-            }
-            Ok(FrameIntervalEnum::Stepwise(s)) => {
-                out.push(FrameIntervals::Stepwise {
-                    min: interval_of(s.min),
-                    max: interval_of(s.max),
-                    step: interval_of(s.step),
-                });
+        match frame_intervals(&e) {
+            Some(i @ FrameIntervals::Discrete(_)) => out.push(i),
+            Some(i @ FrameIntervals::Stepwise { .. }) => {
+                out.push(i);
                 break; // a stepwise range is the only entry
             }
-            Err(_) => break,
+            None => break,
         }
     }
     out
@@ -363,29 +414,19 @@ fn enum_sizes(fd: BorrowedFd<'_>, fourcc: u32) -> Vec<SizeInfo> {
         if sys::enum_framesizes(fd, &mut e).is_err() {
             break;
         }
-        match FrameSizeEnum::try_from(e) {
-            Ok(FrameSizeEnum::Discrete(d)) => out.push(SizeInfo {
-                size: FrameSizes::Discrete {
-                    width: d.width,
-                    height: d.height,
-                },
-                intervals: enum_intervals(fd, fourcc, d.width, d.height),
+        match frame_sizes(&e) {
+            Some(size @ FrameSizes::Discrete { width, height }) => out.push(SizeInfo {
+                size,
+                intervals: enum_intervals(fd, fourcc, width, height),
             }),
-            Ok(FrameSizeEnum::Stepwise(s)) => {
+            Some(size @ FrameSizes::Stepwise { .. }) => {
                 out.push(SizeInfo {
-                    size: FrameSizes::Stepwise {
-                        min_width: s.min_width,
-                        max_width: s.max_width,
-                        step_width: s.step_width,
-                        min_height: s.min_height,
-                        max_height: s.max_height,
-                        step_height: s.step_height,
-                    },
+                    size,
                     intervals: Vec::new(),
                 });
                 break; // a stepwise range is the only entry
             }
-            Err(_) => break,
+            None => break,
         }
     }
     out
@@ -454,15 +495,9 @@ fn controls(fd: BorrowedFd<'_>) -> Vec<(String, ControlDesc)> {
     let mut q = v4l2_query_ext_ctrl::zeroed();
     q.id = V4L2_CTRL_FLAG_NEXT_CTRL | V4L2_CTRL_FLAG_NEXT_COMPOUND;
     while sys::query_ext_ctrl(fd, &mut q).is_ok() {
-        let name = q
-            .name
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect::<Vec<u8>>();
         if q.type_ != v4l2_ctrl_type_V4L2_CTRL_TYPE_CTRL_CLASS {
             out.push((
-                control_name(&String::from_utf8_lossy(&name)),
+                control_name(&sys::c_chars_text(&q.name)),
                 ControlDesc {
                     id: q.id,
                     typ: q.type_,
@@ -544,6 +579,114 @@ pub(super) fn set_controls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fract(numerator: u32, denominator: u32) -> v4l2_fract {
+        v4l2_fract {
+            numerator,
+            denominator,
+        }
+    }
+
+    #[test]
+    fn frame_sizes_decode_each_type() {
+        let mut e = v4l2_frmsizeenum::zeroed();
+        e.type_ = v4l2_frmsizetypes_V4L2_FRMSIZE_TYPE_DISCRETE;
+        e.__bindgen_anon_1.discrete = v4l2_frmsize_discrete {
+            width: 640,
+            height: 480,
+        };
+        assert_eq!(
+            frame_sizes(&e),
+            Some(FrameSizes::Discrete {
+                width: 640,
+                height: 480
+            })
+        );
+
+        let range = v4l2_frmsize_stepwise {
+            min_width: 16,
+            max_width: 1920,
+            step_width: 2,
+            min_height: 8,
+            max_height: 1080,
+            step_height: 4,
+        };
+        let want = FrameSizes::Stepwise {
+            min_width: 16,
+            max_width: 1920,
+            step_width: 2,
+            min_height: 8,
+            max_height: 1080,
+            step_height: 4,
+        };
+        for t in [
+            v4l2_frmsizetypes_V4L2_FRMSIZE_TYPE_STEPWISE,
+            v4l2_frmsizetypes_V4L2_FRMSIZE_TYPE_CONTINUOUS,
+        ] {
+            let mut e = v4l2_frmsizeenum::zeroed();
+            e.type_ = t;
+            e.__bindgen_anon_1.stepwise = range;
+            assert_eq!(frame_sizes(&e), Some(want.clone()), "type {t}");
+        }
+        assert_eq!(want.to_string(), "Stepwise 16x8 - 1920x1080 with step 2/4");
+
+        // Zeroed (type 0) and a type from a future kernel end the list.
+        let mut e = v4l2_frmsizeenum::zeroed();
+        assert_eq!(frame_sizes(&e), None);
+        e.type_ = 4;
+        assert_eq!(frame_sizes(&e), None);
+    }
+
+    #[test]
+    fn frame_intervals_decode_each_type() {
+        let mut e = v4l2_frmivalenum::zeroed();
+        e.type_ = v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_DISCRETE;
+        e.__bindgen_anon_1.discrete = fract(1, 30);
+        assert_eq!(
+            frame_intervals(&e),
+            Some(FrameIntervals::Discrete(Interval {
+                numerator: 1,
+                denominator: 30
+            }))
+        );
+
+        let range = v4l2_frmival_stepwise {
+            min: fract(1, 60),
+            max: fract(1, 1),
+            step: fract(1, 120),
+        };
+        for t in [
+            v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_STEPWISE,
+            v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_CONTINUOUS,
+        ] {
+            let mut e = v4l2_frmivalenum::zeroed();
+            e.type_ = t;
+            e.__bindgen_anon_1.stepwise = range;
+            assert_eq!(
+                frame_intervals(&e),
+                Some(FrameIntervals::Stepwise {
+                    min: Interval {
+                        numerator: 1,
+                        denominator: 60
+                    },
+                    max: Interval {
+                        numerator: 1,
+                        denominator: 1
+                    },
+                    step: Interval {
+                        numerator: 1,
+                        denominator: 120
+                    },
+                }),
+                "type {t}"
+            );
+        }
+
+        let mut e = v4l2_frmivalenum::zeroed();
+        assert_eq!(frame_intervals(&e), None);
+        e.type_ = 4;
+        assert_eq!(frame_intervals(&e), None);
+    }
 
     #[test]
     fn control_names_match_v4l2_ctl() {

@@ -11,10 +11,13 @@
 //! (`Delivery::Copy`, one copy per frame by capture), and says so in
 //! `delivery_note`.
 //!
-//! The ioctls themselves go through the `v4l` crate's raw `v4l2::ioctl`
-//! and kernel-header structs (`sys`), not its `Device`: that type opens
-//! without `O_CLOEXEC`, has no multi-planar or USERPTR-into-foreign-memory
-//! support, and unwraps (panics) on control types it does not know.
+//! The ioctls themselves go through `sys`: `ioctl(2)` with request numbers
+//! computed by nix from the checked-in kernel-header structs (`sys::abi`,
+//! generated once by bindgen, so building needs no libclang); the `v4l`
+//! crate's build-time bindings replace them with the `v4l` cargo feature.
+//! Not the `v4l` crate's `Device`: that type opens without `O_CLOEXEC`, has
+//! no multi-planar or USERPTR-into-foreign-memory support, and unwraps
+//! (panics) on control types it does not know.
 //!
 //! Per frame the source does `poll`, `DQBUF` and (for the previous frame)
 //! `QBUF`, and allocates nothing.
@@ -35,7 +38,7 @@ pub use info::{
     capability_names, control_name, list_devices, list_formats, DeviceInfo, FormatInfo,
     FrameIntervals, FrameSizes, SizeInfo,
 };
-use sys::{v4l_sys::*, BufArg, Zeroable};
+use sys::{abi::*, BufArg, Zeroable};
 
 use super::{Delivery, Frame, FrameInfo, FrameSource, SourceError};
 use crate::format::{fourcc_str, FrameFormat, Interval, FLAG_ERROR};

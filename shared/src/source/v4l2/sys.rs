@@ -1,20 +1,34 @@
-//! The V4L2 ioctls pagecam uses, as small typed wrappers over the `v4l`
-//! crate's raw `v4l2::ioctl` and its `v4l_sys` (kernel header) structs.
+//! The V4L2 ioctls pagecam uses, as small typed wrappers over `ioctl(2)`
+//! and the kernel-header structs of `abi`.
 //!
 //! Every ioctl whose argument holds no pointer the kernel follows is a safe
 //! function here: the argument type is fixed by the wrapper, so the kernel
 //! only reads and writes the bytes of that one struct. The buffer ioctls are
 //! `BufArg` methods; only queuing a USERPTR buffer is `unsafe`, because it
 //! lets the driver write process memory until the buffer comes back.
+//!
+//! Each request number is a [`Request<T>`], built by nix's `request_code_*`
+//! from `size_of::<T>()` of the very type the call passes, so the numbers
+//! follow whichever bindings `abi` selected (checked-in, or the `v4l`
+//! crate's with that feature) and a request cannot be sent with the wrong
+//! argument type.
 
-use std::ffi::c_void;
+use std::ffi::c_int;
 use std::io;
+use std::marker::PhantomData;
+use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use v4l::v4l2::{self, vidioc};
-use v4l::v4l_sys::*;
+// What nix's `request_code_*` macros return and `libc::ioctl` takes:
+// `c_ulong` with glibc, `c_int` with musl.
+use nix::sys::ioctl::ioctl_num_type;
 
-pub use v4l::v4l_sys;
+// The bindings belong to this raw layer, so they are declared here rather
+// than in the parent module; the rest of the source names them `sys::abi`.
+#[path = "abi/mod.rs"]
+pub(super) mod abi;
+
+use abi::*;
 
 /// V4L2 argument structs for which all-zero bytes are a valid value.
 ///
@@ -62,18 +76,111 @@ unsafe impl Zeroable for v4l2_pix_format_mplane {}
 // SAFETY: as above.
 unsafe impl Zeroable for v4l2_captureparm {}
 
+/// An ioctl request number together with the argument type it takes.
+///
+/// The number encodes `size_of::<T>()` (`_IOC_SIZE`), so it is computed here
+/// from `T` rather than copied from a header: it always matches the struct
+/// the call passes. `tests` in `abi` compares every one with the C macro.
+pub(super) struct Request<T> {
+    pub(super) code: ioctl_num_type,
+    arg: PhantomData<fn(*mut T)>,
+}
+
+impl<T> Clone for Request<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Request<T> {}
+
+/// The ioctl "type" byte of every V4L2 request (`'V'`, videodev2.h).
+const V4L2_IOC_TYPE: u8 = b'V';
+
+impl<T> Request<T> {
+    /// The `_IOC_SIZE` field has 14 bits on the architectures pagecam
+    /// builds for; a larger struct would be silently truncated by `ioc!`.
+    const fn size() -> usize {
+        assert!(
+            size_of::<T>() < 1 << 14,
+            "ioctl argument too large for _IOC_SIZE"
+        );
+        size_of::<T>()
+    }
+
+    /// `_IOR('V', nr, T)`: the kernel writes the argument.
+    const fn read(nr: u8) -> Self {
+        Request {
+            code: nix::request_code_read!(V4L2_IOC_TYPE, nr, Self::size()),
+            arg: PhantomData,
+        }
+    }
+
+    /// `_IOW('V', nr, T)`: the kernel reads the argument.
+    const fn write(nr: u8) -> Self {
+        Request {
+            code: nix::request_code_write!(V4L2_IOC_TYPE, nr, Self::size()),
+            arg: PhantomData,
+        }
+    }
+
+    /// `_IOWR('V', nr, T)`: the kernel reads and writes the argument.
+    const fn readwrite(nr: u8) -> Self {
+        Request {
+            code: nix::request_code_readwrite!(V4L2_IOC_TYPE, nr, Self::size()),
+            arg: PhantomData,
+        }
+    }
+}
+
+// The request numbers, as videodev2.h defines them.
+pub(super) const VIDIOC_QUERYCAP: Request<v4l2_capability> = Request::read(0);
+pub(super) const VIDIOC_ENUM_FMT: Request<v4l2_fmtdesc> = Request::readwrite(2);
+pub(super) const VIDIOC_G_FMT: Request<v4l2_format> = Request::readwrite(4);
+pub(super) const VIDIOC_S_FMT: Request<v4l2_format> = Request::readwrite(5);
+pub(super) const VIDIOC_REQBUFS: Request<v4l2_requestbuffers> = Request::readwrite(8);
+pub(super) const VIDIOC_QUERYBUF: Request<v4l2_buffer> = Request::readwrite(9);
+pub(super) const VIDIOC_QBUF: Request<v4l2_buffer> = Request::readwrite(15);
+pub(super) const VIDIOC_DQBUF: Request<v4l2_buffer> = Request::readwrite(17);
+pub(super) const VIDIOC_STREAMON: Request<c_int> = Request::write(18);
+pub(super) const VIDIOC_STREAMOFF: Request<c_int> = Request::write(19);
+pub(super) const VIDIOC_G_PARM: Request<v4l2_streamparm> = Request::readwrite(21);
+pub(super) const VIDIOC_S_PARM: Request<v4l2_streamparm> = Request::readwrite(22);
+pub(super) const VIDIOC_S_EXT_CTRLS: Request<v4l2_ext_controls> = Request::readwrite(72);
+pub(super) const VIDIOC_ENUM_FRAMESIZES: Request<v4l2_frmsizeenum> = Request::readwrite(74);
+pub(super) const VIDIOC_ENUM_FRAMEINTERVALS: Request<v4l2_frmivalenum> = Request::readwrite(75);
+pub(super) const VIDIOC_QUERY_EXT_CTRL: Request<v4l2_query_ext_ctrl> = Request::readwrite(103);
+
+/// `ioctl(fd, request, arg)`, with -1 turned into the `errno` error.
+///
+/// # Safety
+/// `arg` must point to a valid `T` that is not otherwise accessed during
+/// the call, and every pointer inside it that the kernel follows for this
+/// request must be valid for what the kernel does with it (the V4L2 spec
+/// of that request says which: `v4l2_buffer.m.planes`,
+/// `v4l2_ext_controls.controls`, USERPTR memory, ...).
+unsafe fn ioctl<T>(fd: BorrowedFd<'_>, request: Request<T>, arg: *mut T) -> io::Result<()> {
+    // SAFETY: `fd` is an open descriptor (borrowed for the call); `request`
+    // is the number whose argument type is `T` (`Request<T>`), and the
+    // caller guarantees `arg` and what it points to, as stated above.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request.code, arg) };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Safe wrappers for ioctls whose argument is one plain struct.
 macro_rules! plain_ioctl {
     ($(#[$doc:meta])* $name:ident, $request:ident, $arg:ty) => {
         $(#[$doc])*
         pub fn $name(fd: BorrowedFd<'_>, arg: &mut $arg) -> io::Result<()> {
-            // Soundness: `arg` is a valid, exclusively borrowed `$arg`, the type
-            // videodev2.h declares for this request, so the kernel reads and
-            // writes exactly its bytes. It holds no pointer the kernel
-            // follows (for v4l2_format: only the capture members are used,
-            // never `win.clips`), and `fd` is an open descriptor.
-            // SAFETY: `arg` is the request's own struct type, exclusively borrowed, pointer-free.
-            unsafe { v4l2::ioctl(fd.as_raw_fd(), vidioc::$request, arg as *mut $arg as *mut c_void) }
+            // SAFETY: `arg` is a valid, exclusively borrowed `$arg`, the type
+            // of `$request` (`Request<$arg>`), so the kernel reads and writes
+            // exactly its bytes. It holds no pointer the kernel follows (for
+            // v4l2_format: only the capture members are used, never
+            // `win.clips`/`win.bitmap`, which stay null).
+            unsafe { ioctl(fd, $request, arg) }
         }
     };
 }
@@ -100,54 +207,56 @@ plain_ioctl!(
     v4l2_requestbuffers
 );
 
-fn stream_ioctl(fd: BorrowedFd<'_>, request: vidioc::_IOC_TYPE, buf_type: u32) -> io::Result<()> {
-    let mut arg = buf_type as libc::c_int;
-    // SAFETY: STREAMON/STREAMOFF take a pointer to one `int` (the buffer
-    // type); `arg` lives across the call.
-    unsafe {
-        v4l2::ioctl(
-            fd.as_raw_fd(),
-            request,
-            &mut arg as *mut libc::c_int as *mut c_void,
+fn stream_ioctl(fd: BorrowedFd<'_>, request: Request<c_int>, buf_type: u32) -> io::Result<()> {
+    let mut arg = c_int::try_from(buf_type).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("buffer type {buf_type} is not a C int"),
         )
-    }
+    })?;
+    // SAFETY: STREAMON/STREAMOFF take a pointer to one `int` (the buffer
+    // type, `Request<c_int>`); `arg` lives across the call and is not
+    // otherwise accessed.
+    unsafe { ioctl(fd, request, &mut arg) }
 }
 
 pub fn streamon(fd: BorrowedFd<'_>, buf_type: u32) -> io::Result<()> {
-    stream_ioctl(fd, vidioc::VIDIOC_STREAMON, buf_type)
+    stream_ioctl(fd, VIDIOC_STREAMON, buf_type)
 }
 
 /// Stops capture and removes every buffer from the driver's queues:
 /// "VIDIOC_STREAMOFF removes all buffers from both queues and unlocks all
 /// buffers as a side effect" (userp.rst).
 pub fn streamoff(fd: BorrowedFd<'_>, buf_type: u32) -> io::Result<()> {
-    stream_ioctl(fd, vidioc::VIDIOC_STREAMOFF, buf_type)
+    stream_ioctl(fd, VIDIOC_STREAMOFF, buf_type)
 }
 
 /// Set one integer-like control (INTEGER, BOOLEAN, MENU, BUTTON, BITMASK,
-/// INTEGER_MENU, or INTEGER64 with `is64`).
+/// INTEGER_MENU, or INTEGER64 with `is64`). A value that does not fit a
+/// 32-bit control is `InvalidInput`, never truncated.
 pub fn set_control(fd: BorrowedFd<'_>, id: u32, value: i64, is64: bool) -> io::Result<()> {
     let mut ctrl = v4l2_ext_control::zeroed();
     ctrl.id = id;
     if is64 {
         ctrl.__bindgen_anon_1.value64 = value;
     } else {
-        ctrl.__bindgen_anon_1.value = value as i32;
+        ctrl.__bindgen_anon_1.value = i32::try_from(value).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("value {value} does not fit a 32-bit control"),
+            )
+        })?;
     }
     let mut ctrls = v4l2_ext_controls::zeroed();
     ctrls.__bindgen_anon_1.which = V4L2_CTRL_WHICH_CUR_VAL;
     ctrls.count = 1;
     ctrls.controls = &mut ctrl;
-    // SAFETY: `ctrls.controls` points to one v4l2_ext_control (`count` = 1)
-    // that outlives the call. The control is a plain value (no payload), so
-    // the kernel follows no other pointer.
-    unsafe {
-        v4l2::ioctl(
-            fd.as_raw_fd(),
-            vidioc::VIDIOC_S_EXT_CTRLS,
-            &mut ctrls as *mut v4l2_ext_controls as *mut c_void,
-        )
-    }
+    // SAFETY: `ctrls` is a valid v4l2_ext_controls (`Request<v4l2_ext_controls>`);
+    // its `controls` points to one v4l2_ext_control (`count` = 1) that
+    // outlives the call and is not otherwise accessed during it. The
+    // control is a plain value (no payload), so the kernel follows no
+    // other pointer.
+    unsafe { ioctl(fd, VIDIOC_S_EXT_CTRLS, &mut ctrls) }
 }
 
 /// A `v4l2_buffer` with the single plane an MPLANE buffer needs.
@@ -174,36 +283,31 @@ impl BufArg {
     /// If this queues USERPTR memory, that memory must stay valid and
     /// untouched by anything else until the buffer is dequeued or streaming
     /// is turned off (see `qbuf_userptr`).
-    unsafe fn call(&mut self, fd: BorrowedFd<'_>, request: vidioc::_IOC_TYPE) -> io::Result<()> {
+    unsafe fn call(&mut self, fd: BorrowedFd<'_>, request: Request<v4l2_buffer>) -> io::Result<()> {
         if self.mplane {
             self.buf.m.planes = &mut self.plane;
             self.buf.length = 1;
         }
-        // Soundness: `self.buf` is a valid v4l2_buffer. For MPLANE, `m.planes`
-        // points to `self.plane`, borrowed for the whole call, and `length` = 1
-        // limits the kernel to that one element ("length: number of elements
-        // in the planes array", buffer.rst). USERPTR memory: the caller's.
-        // SAFETY: valid v4l2_buffer; `m.planes` points at one borrowed plane; USERPTR is the caller's.
-        unsafe {
-            v4l2::ioctl(
-                fd.as_raw_fd(),
-                request,
-                &mut self.buf as *mut v4l2_buffer as *mut c_void,
-            )
-        }
+        // SAFETY: `self.buf` is a valid v4l2_buffer, the type of every
+        // buffer request (`Request<v4l2_buffer>`). For MPLANE, `m.planes`
+        // points to `self.plane`, borrowed with `self` for the whole call,
+        // and `length` = 1 limits the kernel to that one element ("length:
+        // number of elements in the planes array", buffer.rst). USERPTR
+        // memory is covered by this function's caller (see `# Safety`).
+        unsafe { ioctl(fd, request, &mut self.buf) }
     }
 
     /// VIDIOC_QUERYBUF (MMAP buffers): fills offset and length.
     pub fn querybuf(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
         // SAFETY: QUERYBUF hands no user memory to the driver.
-        unsafe { self.call(fd, vidioc::VIDIOC_QUERYBUF) }
+        unsafe { self.call(fd, VIDIOC_QUERYBUF) }
     }
 
     /// VIDIOC_QBUF of an MMAP buffer (driver-owned memory).
     pub fn qbuf(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
         debug_assert_eq!(self.buf.memory, v4l2_memory_V4L2_MEMORY_MMAP);
         // SAFETY: MMAP memory belongs to the driver; no user memory is handed over.
-        unsafe { self.call(fd, vidioc::VIDIOC_QBUF) }
+        unsafe { self.call(fd, VIDIOC_QBUF) }
     }
 
     /// VIDIOC_QBUF of user memory `[ptr, ptr + len)` (USERPTR).
@@ -219,21 +323,29 @@ impl BufArg {
         ptr: usize,
         len: usize,
     ) -> io::Result<()> {
+        let too_big = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("USERPTR {what} does not fit v4l2_buffer (ptr {ptr:#x}, length {len})"),
+            )
+        };
+        let userptr = libc::c_ulong::try_from(ptr).map_err(|_| too_big("address"))?;
+        let length = u32::try_from(len).map_err(|_| too_big("length"))?;
         if self.mplane {
-            self.plane.m.userptr = ptr as libc::c_ulong;
-            self.plane.length = len as u32;
+            self.plane.m.userptr = userptr;
+            self.plane.length = length;
         } else {
-            self.buf.m.userptr = ptr as libc::c_ulong;
-            self.buf.length = len as u32;
+            self.buf.m.userptr = userptr;
+            self.buf.length = length;
         }
         // SAFETY: the caller's contract covers the memory handed over.
-        unsafe { self.call(fd, vidioc::VIDIOC_QBUF) }
+        unsafe { self.call(fd, VIDIOC_QBUF) }
     }
 
     /// VIDIOC_DQBUF (the descriptor is non-blocking: EAGAIN if none ready).
     pub fn dqbuf(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
         // SAFETY: DQBUF hands no memory to the driver; it returns one.
-        unsafe { self.call(fd, vidioc::VIDIOC_DQBUF) }
+        unsafe { self.call(fd, VIDIOC_DQBUF) }
     }
 
     /// (bytesused, data_offset) of the (first) plane. For MPLANE,
@@ -259,10 +371,15 @@ impl BufArg {
         }
     }
 
-    /// Driver timestamp in nanoseconds.
+    /// Driver timestamp in nanoseconds (0 for a negative time; saturating,
+    /// never wrapping). `tv_sec`/`tv_usec` are `long`: 32 bits on 32-bit
+    /// ARM, so every step widens with a checked conversion.
     pub fn timestamp_ns(&self) -> u64 {
         let t = self.buf.timestamp;
-        (t.tv_sec.max(0) as u64) * 1_000_000_000 + (t.tv_usec.max(0) as u64) * 1000
+        let sec = u64::try_from(t.tv_sec).unwrap_or(0);
+        let usec = u64::try_from(t.tv_usec).unwrap_or(0);
+        sec.saturating_mul(1_000_000_000)
+            .saturating_add(usec.saturating_mul(1000))
     }
 }
 
@@ -302,6 +419,15 @@ pub fn ioctl_error(op: &str, e: &io::Error) -> String {
     let text = e.to_string();
     let text = text.split(" (os error").next().unwrap_or(&text);
     format!("{op}: {} ({text})", errno_name(e))
+}
+
+/// A NUL-terminated `char` array from the kernel (`v4l2_query_ext_ctrl.name`)
+/// as text. `c_char` is `i8` on x86_64 and `u8` on ARM; either way each
+/// element is one byte of the string.
+#[allow(clippy::unnecessary_cast)] // a no-op where c_char is u8
+pub fn c_chars_text(chars: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = chars.iter().map(|&c| c as u8).collect();
+    c_text(&bytes)
 }
 
 /// A NUL-terminated byte array from the kernel as text.
