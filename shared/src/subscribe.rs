@@ -19,7 +19,7 @@ use nix::sys::socket::{
     connect, recv, recvmsg, send, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned,
     MsgFlags, SockFlag, SockType, UnixAddr,
 };
-use nix::sys::time::TimeVal;
+use nix::sys::time::{TimeVal, TimeValLike};
 use thiserror::Error;
 
 use crate::protocol::{self, End, FrameNotice, Hello, Message, Progress, ProtocolError};
@@ -82,9 +82,9 @@ impl Subscription {
         .map_err(|e| conn(e.into()))?;
         let addr = UnixAddr::new(path).map_err(|e| conn(e.into()))?;
         connect(sock.as_raw_fd(), &addr).map_err(|e| conn(e.into()))?;
-        // time_t and suseconds_t are 32 bits on 32-bit ARM: clamp, do not wrap.
-        let secs = libc::time_t::try_from(idle.as_secs()).unwrap_or(libc::time_t::MAX);
-        let tv = TimeVal::new(secs, idle.subsec_micros() as libc::suseconds_t);
+        // time_t is 32 bits on 32-bit glibc: a year is the longest wait.
+        let micros = idle.min(Duration::from_secs(365 * 86400)).as_micros() as i64;
+        let tv = TimeVal::microseconds(micros.max(1));
         setsockopt(&sock, sockopt::ReceiveTimeout, &tv).map_err(std::io::Error::from)?;
 
         let mut buf = [0u8; protocol::MAX_LEN + 1];

@@ -22,6 +22,7 @@
 //! Per frame the source does `poll`, `DQBUF` and (for the previous frame)
 //! `QBUF`, and allocates nothing.
 
+mod abi;
 mod info;
 mod sys;
 

@@ -23,11 +23,9 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 // `c_ulong` with glibc, `c_int` with musl.
 use nix::sys::ioctl::ioctl_num_type;
 
-// The bindings belong to this raw layer, so they are declared here rather
-// than in the parent module; the rest of the source names them `sys::abi`.
-#[path = "abi/mod.rs"]
-pub(super) mod abi;
-
+// The bindings belong to this raw layer: the rest of the source names
+// them `sys::abi`.
+pub(super) use super::abi;
 use abi::*;
 
 /// V4L2 argument structs for which all-zero bytes are a valid value.
