@@ -8,7 +8,16 @@ use pagecam::source::pattern::Pattern;
 use crate::util::*;
 
 #[test]
-fn two_analyzers_read_every_frame_in_place_and_the_file_verifies() {
+fn two_analyzers_read_every_frame_in_place_and_the_file_verifies_direct_store() {
+    two_analyzers("direct");
+}
+
+#[test]
+fn two_analyzers_read_every_frame_in_place_and_the_file_verifies_file_store() {
+    two_analyzers("file");
+}
+
+fn two_analyzers(store: &str) {
     let dir = workdir();
     let (cap, rec, sock) = live_capture(
         &dir,
@@ -23,6 +32,10 @@ fn two_analyzers_read_every_frame_in_place_and_the_file_verifies() {
             "stop",
             "--frames",
             "240",
+            "--store",
+            store,
+            "--ram-ring",
+            "120",
         ],
     );
     let analyzers: Vec<_> = (0..2).map(|_| watch(&sock, &["--checksum"])).collect();
@@ -34,7 +47,9 @@ fn two_analyzers_read_every_frame_in_place_and_the_file_verifies() {
     );
     let summary = capture_summary(&cap_out);
     assert_eq!(summary["frames"], 240);
+    assert_eq!(summary["store"], store, "{summary}");
     assert_eq!(summary["source_dropped"], 0, "{summary}");
+    assert_eq!(summary["disk_dropped"], 0, "{summary}");
     assert_eq!(
         summary["bytes_copied"], 0,
         "direct delivery copies nothing: {summary}"
@@ -49,7 +64,7 @@ fn two_analyzers_read_every_frame_in_place_and_the_file_verifies() {
         assert_eq!(s["torn"], 0);
         assert_eq!(
             s["overwritten"], 0,
-            "a 400-slot ring is never overwritten: {s}"
+            "a 120-frame live ring (2 s) is never overwritten: {s}"
         );
         assert!(
             frames.len() >= 120,
@@ -75,19 +90,131 @@ fn two_analyzers_read_every_frame_in_place_and_the_file_verifies() {
 
 #[test]
 fn copy_delivery_counts_one_copy_per_frame_and_records_the_same_frames() {
+    for store in [
+        &["--store", "direct"][..],
+        &["--store", "file", "--copy-into", "map"],
+        &["--store", "file", "--copy-into", "pwrite"],
+    ] {
+        let dir = workdir();
+        let rec = dir.path().join("rec.pcam");
+        let mut cap = capture();
+        cap.args([
+            "--size", "256x64", "--format", "GREY", "--fps", "0", "--slots", "50", "--frames", "50",
+        ])
+        .args(["--on-full", "stop", "--delivery", "copy"])
+        .args(store)
+        .arg("-o")
+        .arg(&rec);
+        let out = run(cap, "capture");
+        assert!(out.status.success(), "{store:?}: {}", stderr(&out));
+        let s = capture_summary(&out);
+        assert_eq!(s["bytes_copied_per_frame"], 256 * 64, "{store:?}: {s}");
+        assert_eq!(assert_file_matches_pattern(&rec), 50, "{store:?}");
+    }
+}
+
+/// The recording format is the same for both stores: a recording started
+/// with one continues with the other, sequences and sessions in order.
+#[test]
+fn resume_across_stores_continues_the_same_recording() {
     let dir = workdir();
     let rec = dir.path().join("rec.pcam");
-    let mut cap = capture();
-    cap.args([
-        "--size", "256x64", "--format", "GREY", "--fps", "0", "--slots", "50", "--frames", "50",
-    ])
-    .args(["--on-full", "stop", "--delivery", "copy", "-o"])
-    .arg(&rec);
-    let out = run(cap, "capture");
+    for (i, store) in ["direct", "file", "direct"].iter().enumerate() {
+        let mut cap = capture();
+        cap.args(["--resume", "--store", store, "--size", "320x240"])
+            .args(["--fps", "0", "--slots", "100", "--frames", "20", "-o"])
+            .arg(&rec);
+        let out = run(cap, "capture");
+        assert!(out.status.success(), "{store}: {}", stderr(&out));
+        assert_eq!(capture_summary(&out)["store"], *store);
+        let v = verify(&rec, &["--json"]);
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+        let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+        assert_eq!(report["valid_frames"], 20 * (i + 1), "{report}");
+        assert_eq!(report["missing_sequences"], 0, "{report}");
+        assert_eq!(
+            report["sessions"],
+            serde_json::json!((1..=i as u32 + 1).collect::<Vec<_>>())
+        );
+    }
+    assert_eq!(assert_file_matches_pattern(&rec), 60);
+}
+
+/// An analyzer (even root) cannot change the RAM ring capture shares: the
+/// descriptors it receives are read-only, and the memfd is sealed, so
+/// reopening it read-write through /proc does not help either.
+#[test]
+fn an_analyzer_cannot_write_the_ram_ring() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::FileExt;
+
+    let dir = workdir();
+    let (cap, _rec, sock) = live_capture(
+        &dir,
+        &[
+            "--store", "direct", "--size", "320x240", "--fps", "30", "--frames", "150",
+        ],
+    );
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::connect(
+        fd.as_raw_fd(),
+        &nix::sys::socket::UnixAddr::new(&sock).unwrap(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<nix::sys::socket::UnixAddr>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .unwrap();
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: SCM_RIGHTS gave this process new descriptors.
+            fds.extend(raw.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+        }
+    }
+    assert_eq!(fds.len(), 2, "the RAM ring and the recording");
+    let ring = std::fs::File::from(fds.remove(0));
+    let len = ring.metadata().unwrap().len() as usize;
+    // The descriptor as received: read-only.
+    assert!(memmap2::MmapOptions::new().len(len).map_raw(&ring).is_err());
+    assert!(ring.write_at(b"x", 0).is_err());
+    // Reopened read-write through /proc (root can): the seals still refuse
+    // a writable mapping and writes.
+    let rw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{}", ring.as_raw_fd()))
+        .expect("root may reopen the memfd read-write");
+    let err = memmap2::MmapOptions::new()
+        .len(len)
+        .map_raw(&rw)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    assert_eq!(
+        rw.write_at(b"x", 0).unwrap_err().raw_os_error(),
+        Some(libc::EPERM)
+    );
+    assert!(rw.set_len(0).is_err(), "the ring cannot shrink");
+    // Reading works, from the same pages capture writes.
+    assert!(memmap2::MmapOptions::new()
+        .len(len)
+        .map_raw_read_only(&ring)
+        .is_ok());
+    drop(fd);
+    let out = finish(cap, Duration::from_secs(30), "capture");
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = capture_summary(&out);
-    assert_eq!(s["bytes_copied_per_frame"], 256 * 64, "{s}");
-    assert_eq!(assert_file_matches_pattern(&rec), 50);
 }
 
 #[test]
@@ -181,6 +308,8 @@ fn killing_capture_ends_the_analyzer_clearly_and_committed_frames_verify() {
             "1000",
             "--on-full",
             "stop",
+            "--store",
+            "file",
         ],
     );
     let a = watch(&sock, &["--checksum"]);
@@ -204,8 +333,9 @@ fn killing_capture_ends_the_analyzer_clearly_and_committed_frames_verify() {
     assert_eq!(s["end"], "capture gone");
     assert!(!frames.is_empty());
 
-    // Every frame the analyzer was told about is valid in the file: the
-    // page cache survives the process.
+    // File store: every frame the analyzer was told about is valid in the
+    // file: the page cache survives the process. (The RAM ring's bounded
+    // loss is measured by `durability`, and avoided by `handover`.)
     let verify = verify(&rec, &["--json"]);
     assert!(
         verify.status.success(),
