@@ -21,10 +21,10 @@ use pagecam::recording::{monotonic_ns, RecordingReader};
 use pagecam::stats::Analyzer;
 use pagecam::subscribe::{Event, SubscribeError, Subscription};
 
-/// Exit codes (README, "Exit codes").
-const EXIT_FAILED_CHECK: u8 = 1;
-const EXIT_UNREADABLE: u8 = 2;
-const EXIT_CAPTURE_GONE: u8 = 4;
+use pagecam::exit::analyzer::{
+    CAPTURE_GONE as EXIT_CAPTURE_GONE, CHECK_FAILED as EXIT_FAILED_CHECK,
+    UNREADABLE as EXIT_UNREADABLE, USAGE as EXIT_USAGE,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +43,7 @@ enum Cmd {
     Watch(WatchArgs),
     /// Describe a recording: header, frames, time span, drops, slots in use.
     Inspect {
+        /// The recording.
         file: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -51,7 +52,9 @@ enum Cmd {
     /// Check every committed frame's checksum. Exit 0 if all pass, 1 if any
     /// frame is corrupt, 2 if the file cannot be read as a recording.
     Verify {
+        /// The recording.
         file: PathBuf,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -59,9 +62,13 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct WatchArgs {
-    /// Capture's socket (printed by pagecam-capture; OUTPUT.sock by default).
-    #[arg(long)]
-    socket: PathBuf,
+    /// The recording capture writes (its socket is found beside it, as
+    /// FILE.sock), or capture's socket itself.
+    #[arg(value_name = "RECORDING|SOCKET", required_unless_present = "socket")]
+    target: Option<PathBuf>,
+    /// Capture's socket (as printed by pagecam-capture; default OUTPUT.sock).
+    #[arg(long, conflicts_with = "target")]
+    socket: Option<PathBuf>,
     /// Stop after this many frames.
     #[arg(long)]
     frames: Option<u64>,
@@ -132,7 +139,13 @@ fn emit(quiet: bool, out: &mut impl Write, line: &impl Serialize) {
 
 fn main() -> ExitCode {
     pagecam::mapping::sigbus::install();
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
     match args.cmd {
         Cmd::Watch(w) => watch(w),
         Cmd::Inspect { file, json } => inspect(file, json),
@@ -140,8 +153,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// The socket to connect to: `--socket`, a socket given as the target, or
+/// the socket beside a recording (`FILE.sock`).
+fn socket_of(args: &WatchArgs) -> PathBuf {
+    use std::os::unix::fs::FileTypeExt;
+    if let Some(s) = &args.socket {
+        return s.clone();
+    }
+    let target = args.target.clone().unwrap_or_default();
+    match std::fs::metadata(&target) {
+        Ok(m) if m.file_type().is_socket() => target,
+        _ => {
+            let mut p = target.into_os_string();
+            p.push(".sock");
+            PathBuf::from(p)
+        }
+    }
+}
+
 fn watch(args: WatchArgs) -> ExitCode {
-    let mut sub = match Subscription::connect(&args.socket, args.idle_timeout) {
+    let socket = socket_of(&args);
+    let mut sub = match Subscription::connect(&socket, args.idle_timeout) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pagecam-analyzer: {e}");
@@ -308,6 +340,11 @@ struct Report {
     error_frames: usize,
     span_seconds: f64,
     sessions: Vec<u32>,
+    /// Wall-clock time of the first and last valid frame, ns since the epoch.
+    first_wall_ns: Option<u64>,
+    last_wall_ns: Option<u64>,
+    /// Slots that changed while being checked (a live recording).
+    busy_slots: Vec<u32>,
 }
 
 fn report(file: PathBuf) -> Result<Report, ExitCode> {
@@ -356,7 +393,23 @@ fn report(file: PathBuf) -> Result<Report, ExitCode> {
             _ => 0.0,
         },
         sessions,
+        first_wall_ns: first.map(|m| m.wall_ns),
+        last_wall_ns: last.map(|m| m.wall_ns),
+        busy_slots: scan.busy.clone(),
     })
+}
+
+/// `2026-11-23 08:47:04 UTC` from nanoseconds since the epoch.
+fn utc(ns: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_nanos(ns);
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC")
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn inspect(file: PathBuf, json: bool) -> ExitCode {
@@ -374,33 +427,67 @@ fn inspect(file: PathBuf, json: bool) -> ExitCode {
     println!("recording   {}", r.file.display());
     println!("source      {}", r.source);
     println!(
-        "format      {} {}x{} ({} bytes/line, {} bytes/frame) @ {:.2} fps",
+        "format      {} {}x{}, {} bytes per line, {} bytes per frame, {:.3} fps",
         r.format, r.width, r.height, r.bytes_per_line, r.frame_size, r.fps
     );
     println!(
-        "slots       {} x {} bytes, on full: {} ({} bytes total)",
-        r.slot_count, r.slot_size, r.on_full, r.file_size
+        "capacity    {} of {} bytes ({} MiB); {}",
+        plural(r.slot_count as u64, "frame", "frames"),
+        r.slot_size,
+        r.file_size >> 20,
+        if r.on_full == "wrap" {
+            "a loop recording: when full, the oldest frames are overwritten"
+        } else {
+            "recording stops when it is full"
+        }
     );
     match (r.first_sequence, r.last_sequence) {
-        (Some(a), Some(b)) => println!(
-            "frames      {} valid, sequences {a}..={b}, {} missing in between",
-            r.valid_frames, r.missing_sequences
-        ),
+        (Some(a), Some(b)) => {
+            println!(
+                "frames      {} valid: frame {a} to frame {b}, {}",
+                r.valid_frames,
+                match r.missing_sequences {
+                    0 => "none missing".to_string(),
+                    n => format!("{n} missing in between (lost to a crash or damaged)"),
+                }
+            );
+            if let (Some(t0), Some(t1)) = (r.first_wall_ns, r.last_wall_ns) {
+                println!(
+                    "time        {:.3} s, from {} to {}",
+                    r.span_seconds,
+                    utc(t0),
+                    utc(t1)
+                );
+            }
+        }
         _ => println!("frames      none"),
     }
-    println!("time span   {:.3} s", r.span_seconds);
     println!(
-        "dropped     {} by the source, {} error frames",
-        r.source_dropped, r.error_frames
+        "dropped     {} by the source, {}",
+        r.source_dropped,
+        plural(r.error_frames as u64, "error frame", "error frames")
     );
     println!(
-        "slots used  {} valid, {} incomplete, {} corrupt, {} empty",
+        "slots       {} valid, {} incomplete, {} corrupt, {} empty{}",
         r.valid_frames,
         r.incomplete_slots.len(),
         r.corrupt_slots.len(),
-        r.empty_slots
+        r.empty_slots,
+        if r.busy_slots.is_empty() {
+            String::new()
+        } else {
+            format!(", {} being written (live)", r.busy_slots.len())
+        }
     );
-    println!("sessions    {:?}", r.sessions);
+    let sessions: Vec<String> = r.sessions.iter().map(|s| s.to_string()).collect();
+    match sessions.len() {
+        0 => println!("sessions    none"),
+        1 => println!("sessions    one (number {})", sessions[0]),
+        n => println!(
+            "sessions    {n} (numbers {}): capture was restarted with --resume",
+            sessions.join(", ")
+        ),
+    }
     ExitCode::SUCCESS
 }
 

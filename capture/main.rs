@@ -5,6 +5,7 @@
 //! run `pagecam::capture::run`, map errors to exit codes. All frame handling
 //! lives in the `pagecam` crate.
 
+mod args;
 mod status;
 
 use std::path::PathBuf;
@@ -13,236 +14,26 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde::Serialize;
 
+use args::{Args, CopyArg, DeliveryArg, OnFullArg, PreallocArg, RingSize, StoreArg, SyncArg};
+
 use pagecam::capture::{Limits, StopReason};
+use pagecam::exit;
 use pagecam::format::{self, FrameFormat, Header, Layout, OnFull};
 use pagecam::persist::{PersistConfig, SyncMode};
 use pagecam::recording::{wall_ns, Prealloc};
 use pagecam::service::{self, Notify, RING_FD_NAME};
 use pagecam::session::{RecordingPlan, Session, SessionConfig, SessionError};
 use pagecam::source::pattern::TestSource;
-use pagecam::source::v4l2::{self, IoMode, V4l2Config, V4l2Source};
+use pagecam::source::v4l2::{self, V4l2Config, V4l2Source};
 use pagecam::source::{Delivery, FrameSource};
 use pagecam::store::StoreKind;
 
-/// Exit codes (README, "Exit codes").
-const EXIT_USAGE: u8 = 1;
-const EXIT_SOURCE: u8 = 2;
-const EXIT_STORAGE: u8 = pagecam::EXIT_STORAGE as u8;
-const EXIT_SOCKET: u8 = 4;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "pagecam-capture",
-    version,
-    about = "Record a camera into a pre-allocated recording file; analyzers read frames in place."
-)]
-struct Args {
-    /// Recording file to create (must not exist, unless --resume).
-    #[arg(short, long, required_unless_present_any = ["list_devices", "list_formats"])]
-    output: Option<PathBuf>,
-    /// List V4L2 devices (driver, card, bus, capabilities) and exit.
-    #[arg(long)]
-    list_devices: bool,
-    /// List a device's formats, frame sizes and intervals and exit.
-    #[arg(long, value_name = "DEVICE")]
-    list_formats: Option<PathBuf>,
-    /// Continue an existing recording after its newest valid frame, with a
-    /// new session number (format and size come from the file); creates it
-    /// if it does not exist yet (so a service can always pass --resume).
-    #[arg(long)]
-    resume: bool,
-    /// How to reserve the file's blocks: `fallocate` (instant) or `zero`
-    /// (write the whole file once: no metadata changes while recording).
-    #[arg(long, value_enum, default_value_t = PreallocArg::Fallocate)]
-    prealloc: PreallocArg,
-    /// Frames older than this survive a power cut (fdatasync every half of it).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    max_loss: Duration,
-    /// Drop frames from the page cache once on disk and read by every
-    /// analyzer (keeps memory bounded on small boards; in wrap mode the next
-    /// lap must read pages back before rewriting them).
-    #[arg(long)]
-    drop_cache: bool,
-    /// `test` for the built-in pattern, or a V4L2 device such as /dev/video0.
-    #[arg(long, default_value = "test")]
-    source: String,
-    /// Pixel format (fourcc), e.g. YUYV, GREY, NV12.
-    /// [default: YUYV for the test source; the device's current format for V4L2]
-    #[arg(long)]
-    format: Option<String>,
-    /// Frame size WIDTHxHEIGHT.
-    /// [default: 640x480 for the test source; the device's current size for V4L2]
-    #[arg(long, value_parser = parse_geometry)]
-    size: Option<(u32, u32)>,
-    /// Frames per second (test source: 0 = as fast as possible).
-    /// [default: 30 for the test source; the device's current rate for V4L2]
-    #[arg(long)]
-    fps: Option<u32>,
-    /// V4L2 I/O: `userptr` (the driver writes into the recording: zero
-    /// copies), `mmap` (driver buffers, one copy per frame), or `auto`
-    /// (userptr, falling back to mmap when the driver or kernel refuses).
-    #[arg(long, default_value = "auto")]
-    io: IoMode,
-    /// V4L2 buffers to request.
-    #[arg(long, default_value_t = 4)]
-    buffers: u32,
-    /// Stop with an error if the device delivers no frame for this long.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
-    frame_timeout: Duration,
-    /// Set a V4L2 control before streaming, by its v4l2-ctl name
-    /// (e.g. --ctrl test_pattern=0); repeatable.
-    #[arg(long = "ctrl", value_name = "NAME=VALUE", value_parser = parse_ctrl)]
-    controls: Vec<(String, i64)>,
-    /// Test source: fill slots in place like a USERPTR driver (`direct`),
-    /// or fill a buffer of its own that is copied once like MMAP (`copy`).
-    #[arg(long, value_enum, default_value_t = DeliveryArg::Direct)]
-    delivery: DeliveryArg,
-    /// Size of the recording file, e.g. 512MiB, 2GiB (unless --slots or --ring-seconds).
-    #[arg(long, value_parser = parse_size, default_value = "256MiB")]
-    capacity: u64,
-    /// Number of frame slots (overrides --capacity).
-    #[arg(long)]
-    slots: Option<u32>,
-    /// Size the ring to hold this many seconds at --fps (overrides --capacity).
-    #[arg(long)]
-    ring_seconds: Option<u32>,
-    /// When every slot holds a frame: `wrap` reuses the oldest, `stop` ends.
-    #[arg(long, value_enum, default_value_t = OnFullArg::Wrap)]
-    on_full: OnFullArg,
-    /// Unix socket for analyzers [default: OUTPUT.sock].
-    #[arg(long)]
-    socket: Option<PathBuf>,
-    /// Stop after this many frames.
-    #[arg(long)]
-    frames: Option<u64>,
-    /// Stop after this long, e.g. 10s, 2min.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Option<Duration>,
-    /// Drop an analyzer whose socket has stayed full this long.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
-    stuck_timeout: Duration,
-    /// Where live frames are kept. `direct` (default): a small sealed RAM
-    /// ring (memfd) that the driver fills and that is written to the
-    /// recording with O_DIRECT from the same pages: no copies, no page
-    /// faults, no page cache, on every kernel. `file`: the recording file's
-    /// own mapping (the page cache is the frame store; writeback persists
-    /// it; faults once per page after each writeback).
-    #[arg(long, value_enum, default_value_t = StoreArg::Direct)]
-    store: StoreArg,
-    /// Size of the RAM ring of `--store direct`: a duration at the frame
-    /// rate (e.g. 500ms, 2s) or a number of frames (e.g. 16). It bounds
-    /// memory and how long the disk may stall before frames are dropped.
-    #[arg(long, default_value = "500ms", value_parser = parse_ring)]
-    ram_ring: RingSize,
-    /// How `--store direct` makes frames durable: `cadence` (an fdatasync
-    /// every --max-loss/2) or `dsync` (every write O_DSYNC: durable at once,
-    /// in order).
-    #[arg(long, value_enum, default_value_t = SyncArg::Cadence)]
-    sync: SyncArg,
-    /// File store, when frames are copied (MMAP, `--delivery copy`): copy
-    /// through the mapping (`map`) or with `pwrite` into the page cache
-    /// (`pwrite`: no page faults on write-protected pages).
-    #[arg(long, value_enum, default_value_t = CopyArg::Map)]
-    copy_into: CopyArg,
-    /// Do not prefault upcoming slots (file store; for measurements).
-    #[arg(long)]
-    no_prefault: bool,
-    /// Do not start writeback of finished slots (for measurements).
-    #[arg(long)]
-    no_writeback: bool,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum StoreArg {
-    Direct,
-    File,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum CopyArg {
-    Map,
-    Pwrite,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum SyncArg {
-    Cadence,
-    Dsync,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum RingSize {
-    Frames(u32),
-    Time(Duration),
-}
-
-fn parse_ring(s: &str) -> Result<RingSize, String> {
-    if let Ok(n) = s.parse::<u32>() {
-        return if n == 0 {
-            Err("the RAM ring needs at least one frame".into())
-        } else {
-            Ok(RingSize::Frames(n))
-        };
-    }
-    humantime::parse_duration(s)
-        .map(RingSize::Time)
-        .map_err(|e| format!("{e} (a duration such as 500ms or 2s, or a number of frames)"))
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum DeliveryArg {
-    Direct,
-    Copy,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum PreallocArg {
-    Fallocate,
-    Zero,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum OnFullArg {
-    Wrap,
-    Stop,
-}
-
-fn parse_geometry(s: &str) -> Result<(u32, u32), String> {
-    let (w, h) = s
-        .split_once(['x', 'X'])
-        .ok_or("expected WIDTHxHEIGHT, e.g. 1280x720")?;
-    Ok((
-        w.parse().map_err(|_| "bad width")?,
-        h.parse().map_err(|_| "bad height")?,
-    ))
-}
-
-fn parse_ctrl(s: &str) -> Result<(String, i64), String> {
-    let (k, v) = s.split_once('=').ok_or("expected NAME=VALUE")?;
-    let v = v
-        .trim()
-        .parse()
-        .map_err(|_| format!("control value '{v}' is not an integer"))?;
-    Ok((k.trim().to_string(), v))
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    parse_size::parse_size(s).map_err(|e| format!("{e} (e.g. 512MiB, 2GiB)"))
-}
-
-fn parse_fourcc(s: &str) -> anyhow::Result<u32> {
-    let b = s.as_bytes();
-    if b.len() > 4 || b.is_empty() {
-        bail!("pixel format must be a fourcc such as YUYV");
-    }
-    let mut code = [b' '; 4];
-    code[..b.len()].copy_from_slice(b);
-    Ok(format::fourcc(&code))
-}
+use exit::capture::{
+    SOCKET as EXIT_SOCKET, SOURCE as EXIT_SOURCE, STORAGE as EXIT_STORAGE, USAGE as EXIT_USAGE,
+};
 
 /// What the run printed on stdout at the end (one JSON object).
 #[derive(Serialize)]
@@ -270,6 +61,68 @@ struct SummaryOut {
     output: PathBuf,
 }
 
+/// The end of a run in words: what was recorded, what the file now holds,
+/// what was lost and why.
+fn human_summary(
+    out: &SummaryOut,
+    finished: &pagecam::session::Finished,
+    header: &Header,
+    live_slots: u32,
+) -> String {
+    let fps = header.interval.fps();
+    let slots = header.layout.slot_count as u64;
+    let total = finished.frames_in_recording;
+    let mut t = format!(
+        "pagecam-capture: {}: {} frames in {:.1} s ({:.1} fps)\n",
+        out.stop_reason, out.frames, out.seconds, out.fps
+    );
+    let held = total.min(slots);
+    let secs = if fps > 0.0 { held as f64 / fps } else { 0.0 };
+    t += &format!(
+        "  {} ({} MiB) holds {} frames, {:.1} s at {:.3} fps",
+        out.output.display(),
+        header.layout.file_size >> 20,
+        held,
+        secs,
+        fps
+    );
+    if total > slots {
+        t += &match header.on_full {
+            OnFull::Wrap => format!(
+                "; it is a loop recording of {slots} frames, so the {} oldest were overwritten\n",
+                total - slots
+            ),
+            OnFull::Stop => " (full)\n".to_string(),
+        };
+    } else {
+        t += "\n";
+    }
+    t += &format!(
+        "  dropped: {} by the camera/source, {} because the disk was behind; {} error frames\n",
+        out.source_dropped, out.disk_dropped, out.error_frames
+    );
+    t += &format!(
+        "  {}: {} bytes copied per frame; store: {}{}; {} fdatasyncs, longest {:.1} ms\n",
+        out.delivery,
+        out.bytes_copied_per_frame,
+        out.store,
+        if out.store == "direct" {
+            format!(" (RAM ring of {live_slots} frames)")
+        } else {
+            String::new()
+        },
+        out.fdatasyncs,
+        out.worst_fdatasync_ms
+    );
+    if out.notifications_dropped > 0 || out.analyzers_disconnected > 0 {
+        t += &format!(
+            "  analyzers: {} notices dropped (an analyzer fell behind), {} disconnected\n",
+            out.notifications_dropped, out.analyzers_disconnected
+        );
+    }
+    t
+}
+
 struct Failure(u8, anyhow::Error);
 
 fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
@@ -288,7 +141,15 @@ fn main() -> ExitCode {
         )
         .init();
     pagecam::mapping::sigbus::install();
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            // --help and --version are not errors; everything else is a
+            // usage error (exit 1, as documented), not clap's default 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
     if args.list_devices || args.list_formats.is_some() {
         return list(&args);
     }
@@ -302,13 +163,8 @@ fn main() -> ExitCode {
 }
 
 fn open_source(args: &Args) -> Result<Box<dyn FrameSource>, Failure> {
-    let fourcc = args
-        .format
-        .as_deref()
-        .map(parse_fourcc)
-        .transpose()
-        .map_err(fail(EXIT_USAGE))?;
-    if args.source == "test" {
+    let fourcc = args.format;
+    if args.device == "test" {
         let (w, h) = args.size.unwrap_or((640, 480));
         let format = FrameFormat::uncompressed(fourcc.unwrap_or(format::YUYV), w, h)
             .map_err(|e| Failure(EXIT_USAGE, e.into()))?;
@@ -316,16 +172,19 @@ fn open_source(args: &Args) -> Result<Box<dyn FrameSource>, Failure> {
             DeliveryArg::Direct => Delivery::Direct,
             DeliveryArg::Copy => Delivery::Copy,
         };
-        let src = TestSource::new(format, args.fps.unwrap_or(30), delivery)
-            .map_err(|e| Failure(EXIT_USAGE, e.into()))?;
+        let rate = args
+            .fps
+            .map_or(Some(format::Interval::from_fps(30)), |r| r.0);
+        let src =
+            TestSource::new(format, rate, delivery).map_err(|e| Failure(EXIT_USAGE, e.into()))?;
         return Ok(Box::new(src));
     }
     let cfg = V4l2Config {
-        device: PathBuf::from(&args.source),
+        device: PathBuf::from(&args.device),
         fourcc,
         width: args.size.map(|s| s.0),
         height: args.size.map(|s| s.1),
-        fps: args.fps,
+        fps: args.fps.and_then(|r| r.0),
         io: args.io,
         frame_timeout: args.frame_timeout,
         buffers: args.buffers,
@@ -365,7 +224,14 @@ fn list(args: &Args) -> ExitCode {
         }
     }
     if let Some(dev) = &args.list_formats {
-        match v4l2::list_formats(dev) {
+        let dev = if dev.is_empty() { &args.device } else { dev };
+        if dev == "test" {
+            eprintln!(
+                "pagecam-capture: --list-formats needs a device: -d /dev/videoN --list-formats"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        match v4l2::list_formats(std::path::Path::new(dev)) {
             Ok(formats) => formats.iter().for_each(|f| println!("{f}")),
             Err(e) => {
                 eprintln!("pagecam-capture: error: {e}");
@@ -580,6 +446,7 @@ fn run(args: Args, handed_over: Vec<(String, std::os::fd::OwnedFd)>) -> Result<E
         progress: session.progress().clone(),
         map: session.store().mapping().clone(),
         store: session.store().kind(),
+        every: args.status_interval,
     });
 
     let limits = Limits {
@@ -602,6 +469,8 @@ fn run(args: Args, handed_over: Vec<(String, std::os::fd::OwnedFd)>) -> Result<E
     }
     drop(source);
     let store = session.store().kind();
+    let header = session.header().clone();
+    let live_slots = session.live_layout().slot_count;
     let finished = session.finish(summary);
     let summary = &finished.summary;
     let secs = summary.elapsed.as_secs_f64();
@@ -627,20 +496,13 @@ fn run(args: Args, handed_over: Vec<(String, std::os::fd::OwnedFd)>) -> Result<E
         fps: summary.frames as f64 / secs.max(1e-9),
         output: output.clone(),
     };
-    println!(
-        "{}",
-        serde_json::to_string(&out).expect("summary serializes")
-    );
-    tracing::info!(
-        "{} frames in {:.1} s ({:.1} fps), {} dropped by the source, {} by a slow disk, {} error frames; {}",
-        out.frames,
-        secs,
-        out.fps,
-        out.source_dropped,
-        out.disk_dropped,
-        out.error_frames,
-        summary.reason
-    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&out).expect("summary serializes")
+        );
+    }
+    eprint!("{}", human_summary(&out, &finished, &header, live_slots));
     if let Some(e) = &finished.storage_failure {
         return Err(Failure(
             EXIT_STORAGE,

@@ -19,6 +19,8 @@ pub struct Watched {
     pub progress: Arc<Progress>,
     pub map: Arc<Mapping>,
     pub store: StoreKind,
+    /// How often to print.
+    pub every: Duration,
 }
 
 pub struct Status {
@@ -77,11 +79,7 @@ fn is_mapping_header(line: &str) -> bool {
 
 fn status_loop(w: &Watched, tty: bool, stop: &AtomicBool) {
     let (c, n) = (&w.counters, &w.notifier);
-    let every = if tty {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(5)
-    };
+    let every = w.every.max(Duration::from_millis(100));
     let (mut last_t, mut last_frames, mut last_bytes) = (Instant::now(), 0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
         let deadline = Instant::now() + every;

@@ -22,9 +22,10 @@ pub fn workdir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// `pagecam-capture --json` (its summary as one JSON line on stdout).
 pub fn capture() -> Command {
     let mut c = Command::new(CAPTURE);
-    c.env("PAGECAM_LOG", "warn");
+    c.env("PAGECAM_LOG", "warn").arg("--json");
     c
 }
 

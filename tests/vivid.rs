@@ -21,7 +21,7 @@ const SCRIPT: &str = r#"
 ctl() { v4l2-ctl -d /dev/video0 "$@" >/dev/null 2>&1; }
 cap() {
     name=$1; shift
-    pagecam-capture -o /data/$name.pcam --slots 100 --on-full stop \
+    pagecam-capture --json -o /data/$name.pcam --slots 100 --on-full stop \
         --ctrl test_pattern=0 --ctrl osd_text_mode=2 "$@" >/data/$name.json 2>/data/$name.err
     echo $? >/data/$name.rc
 }

@@ -49,6 +49,38 @@ pub mod store;
 pub mod subscribe;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod units;
 
-/// Exit code for storage failures (documented in the README).
-pub const EXIT_STORAGE: i32 = 3;
+/// The binaries' exit codes, in one place (the README's "Exit codes" table
+/// lists the same).
+pub mod exit {
+    /// `pagecam-capture`.
+    pub mod capture {
+        /// Bad arguments.
+        pub const USAGE: u8 = 1;
+        /// The source failed: device missing, unsupported, disconnected, stalled.
+        pub const SOURCE: u8 = 2;
+        /// Storage: cannot create the recording, a write or sync failed, or
+        /// the mapped file was truncated under the process (SIGBUS).
+        pub const STORAGE: u8 = 3;
+        /// The socket is in use or cannot be created.
+        pub const SOCKET: u8 = 4;
+    }
+    /// `pagecam-analyzer`.
+    pub mod analyzer {
+        /// `verify`: some committed frame is corrupt.
+        pub const CHECK_FAILED: u8 = 1;
+        /// The file is not a readable recording.
+        pub const UNREADABLE: u8 = 2;
+        /// Storage failed under a mapping (SIGBUS).
+        pub const STORAGE: u8 = 3;
+        /// Capture is not running, or went away without ending the stream.
+        pub const CAPTURE_GONE: u8 = 4;
+        /// Bad arguments (sysexits' EX_USAGE: 1 and 2 already mean results).
+        pub const USAGE: u8 = 64;
+    }
+}
+
+/// Exit code for storage failures, for the SIGBUS handler of both binaries.
+pub const EXIT_STORAGE: i32 = exit::capture::STORAGE as i32;
+const _: () = assert!(exit::capture::STORAGE == exit::analyzer::STORAGE);

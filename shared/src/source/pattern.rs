@@ -189,7 +189,12 @@ pub struct TestSource {
 }
 
 impl TestSource {
-    pub fn new(format: FrameFormat, fps: u32, delivery: Delivery) -> Result<Self, SourceError> {
+    /// `interval`: the frame interval to pace at; `None` = as fast as possible.
+    pub fn new(
+        format: FrameFormat,
+        interval: Option<Interval>,
+        delivery: Delivery,
+    ) -> Result<Self, SourceError> {
         let pattern = Pattern::new(format)?;
         let own_buffer = match delivery {
             Delivery::Copy => vec![0u8; format.frame_size as usize],
@@ -197,9 +202,11 @@ impl TestSource {
         };
         Ok(TestSource {
             pattern,
-            interval: Interval::from_fps(fps.max(1)),
+            interval: interval
+                .filter(|i| i.as_nanos() > 0)
+                .unwrap_or(Interval::from_fps(30)),
             delivery,
-            paced: fps > 0,
+            paced: interval.is_some_and(|i| i.as_nanos() > 0),
             next_seq: 0,
             start_ns: 0,
             own_buffer,
@@ -215,14 +222,21 @@ impl TestSource {
         if !self.paced {
             return;
         }
-        let period = self.interval.as_nanos();
+        // Frame k is due at k * numerator / denominator seconds: exact for
+        // fractional rates such as 30000/1001, with no drift.
+        let (num, den) = (
+            self.interval.numerator as u128 * 1_000_000_000,
+            self.interval.denominator.max(1) as u128,
+        );
         let now = monotonic_ns();
-        let due = self.start_ns + self.next_seq * period;
-        if now + 1000 < due {
-            std::thread::sleep(Duration::from_nanos(due - now));
+        let due = self.start_ns as u128 + self.next_seq as u128 * num / den;
+        if (now as u128) + 1000 < due {
+            std::thread::sleep(Duration::from_nanos((due - now as u128) as u64));
         } else {
-            let newest = (now - self.start_ns) / period;
-            self.next_seq = self.next_seq.max((newest + 1).saturating_sub(QUEUE_DEPTH));
+            let newest = (now.saturating_sub(self.start_ns) as u128 * den / num.max(1)) as u64;
+            self.next_seq = self
+                .next_seq
+                .max(newest.saturating_add(1).saturating_sub(QUEUE_DEPTH));
         }
     }
 
@@ -253,9 +267,12 @@ impl FrameSource for TestSource {
             f.width,
             f.height,
             if self.paced {
-                self.interval.fps() as u32
+                format!("{:.3}", self.interval.fps())
+                    .trim_end_matches('0')
+                    .trim_end_matches('.')
+                    .to_string()
             } else {
-                0
+                "0".to_string()
             }
         )
     }

@@ -91,7 +91,8 @@ pub struct V4l2Config {
     pub fourcc: Option<u32>,
     pub width: Option<u32>,
     pub height: Option<u32>,
-    pub fps: Option<u32>,
+    /// Frame interval to ask for (`None`: the driver's current one).
+    pub fps: Option<Interval>,
     pub io: IoMode,
     /// `next_frame` gives up after this long without a frame.
     pub frame_timeout: Duration,
@@ -617,7 +618,7 @@ fn negotiate_format(
 fn negotiate_interval(
     fd: BorrowedFd<'_>,
     buf_type: u32,
-    fps: Option<u32>,
+    fps: Option<Interval>,
     notes: &mut Vec<String>,
 ) -> Result<Interval, String> {
     let mut parm = v4l2_streamparm::zeroed();
@@ -631,13 +632,14 @@ fn negotiate_interval(
         numerator: c.timeperframe.numerator,
         denominator: c.timeperframe.denominator,
     });
-    if let Some(fps) = fps.filter(|&f| f > 0) {
+    if let Some(want) = fps.filter(|i| i.numerator > 0 && i.denominator > 0) {
+        let fps = fps_text(&want);
         if can_set {
             let mut set = v4l2_streamparm::zeroed();
             set.type_ = buf_type;
             let mut cap = v4l2_captureparm::zeroed();
-            cap.timeperframe.numerator = 1;
-            cap.timeperframe.denominator = fps;
+            cap.timeperframe.numerator = want.numerator;
+            cap.timeperframe.denominator = want.denominator;
             set.parm.capture = cap;
             sys::s_parm(fd, &mut set).map_err(|e| sys::ioctl_error("S_PARM", &e))?;
             // SAFETY: S_PARM returns the applied `capture` parameters.
@@ -660,7 +662,7 @@ fn negotiate_interval(
                 notes.push(format!(
                     "the driver does not report its frame rate; assuming the asked {fps} fps"
                 ));
-                return Ok(Interval::from_fps(fps));
+                return Ok(want);
             }
         }
     }
