@@ -143,7 +143,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
     let bad = || format!("'{s}' is not a duration (e.g. 10 = 10 s, 00:01:30, 500ms, 2min)");
     let secs = |v: f64| {
-        if v.is_finite() && v >= 0.0 && v < 1e12 {
+        if v.is_finite() && (0.0..1e12).contains(&v) {
             Ok(std::time::Duration::from_secs_f64(v))
         } else {
             Err(bad())
