@@ -1,12 +1,13 @@
 //! `pagecam-analyzer`: analyse live frames in place, or check a recording.
 //!
-//! `watch` connects to a running capture, maps the recording read-only from
-//! the descriptor capture passes, and for each notice computes statistics
-//! over the frame where it lies (no copy), writing one JSON line per frame.
-//! `inspect` and `verify` work offline on a recording file. A thin binary:
-//! the logic is in the `pagecam` crate.
+//! `watch` connects to a running capture, maps the live store read-only from
+//! the descriptors capture passes, and for each notice computes statistics
+//! over the frame where it lies (no copy), writing one JSON line per frame
+//! and per event. `inspect` and `verify` work offline on a recording file.
+//! A thin binary: the logic is in the `pagecam` crate.
 
-use std::io::{BufWriter, Write};
+mod watch;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,17 +15,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use pagecam::format::{fourcc_str, FLAG_ERROR};
-use pagecam::mapping::SlotReadError;
-use pagecam::protocol::EndReason;
-use pagecam::recording::{monotonic_ns, RecordingReader};
-use pagecam::stats::Analyzer;
-use pagecam::subscribe::{Event, SubscribeError, Subscription};
-
 use pagecam::exit::analyzer::{
-    CAPTURE_GONE as EXIT_CAPTURE_GONE, CHECK_FAILED as EXIT_FAILED_CHECK,
-    UNREADABLE as EXIT_UNREADABLE, USAGE as EXIT_USAGE,
+    CHECK_FAILED as EXIT_FAILED_CHECK, UNREADABLE as EXIT_UNREADABLE, USAGE as EXIT_USAGE,
 };
+use pagecam::format::{fourcc_str, FLAG_ERROR};
+use pagecam::recording::RecordingReader;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,7 +35,7 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Follow a running capture and print one JSON line per frame.
-    Watch(WatchArgs),
+    Watch(watch::WatchArgs),
     /// Describe a recording: header, frames, time span, drops, slots in use.
     Inspect {
         /// The recording.
@@ -60,83 +55,6 @@ enum Cmd {
     },
 }
 
-#[derive(clap::Args, Debug)]
-struct WatchArgs {
-    /// The recording capture writes (its socket is found beside it, as
-    /// FILE.sock), or capture's socket itself.
-    #[arg(value_name = "RECORDING|SOCKET", required_unless_present = "socket")]
-    target: Option<PathBuf>,
-    /// Capture's socket (as printed by pagecam-capture; default OUTPUT.sock).
-    #[arg(long, conflicts_with = "target")]
-    socket: Option<PathBuf>,
-    /// Stop after this many frames.
-    #[arg(long)]
-    frames: Option<u64>,
-    /// Give up if capture sends nothing for this long.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    idle_timeout: Duration,
-    /// Add a CRC32C of each frame's bytes as read in place (for checking).
-    #[arg(long)]
-    checksum: bool,
-    /// Simulate slow analysis: spend this long inside each in-place read.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    slow: Option<Duration>,
-    /// Unmap each frame after reading it, so capture's --drop-cache can
-    /// drop it from memory (costs a page fault per page on the next read).
-    #[arg(long)]
-    drop_read: bool,
-    /// Print only the final summary, not a line per frame.
-    #[arg(long)]
-    quiet: bool,
-}
-
-#[derive(Serialize)]
-struct FrameLine {
-    seq: u64,
-    slot: u32,
-    ts_ns: u64,
-    /// Capture timestamp to analysis done, microseconds.
-    latency_us: f64,
-    /// Capture published the frame to this analyzer holding it, microseconds.
-    notify_us: f64,
-    bytes: u32,
-    error_frame: bool,
-    mean_luma: Option<f32>,
-    motion: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    crc32c: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct LostLine {
-    seq: u64,
-    slot: u32,
-    /// `overwritten` (capture reused the slot before we got to it) or
-    /// `torn` (it changed while we read it; the result was discarded).
-    lost: &'static str,
-}
-
-#[derive(Serialize, Default)]
-struct WatchSummary {
-    frames: u64,
-    /// Notices never received (capture dropped them: our socket was full).
-    missed: u64,
-    overwritten: u64,
-    torn: u64,
-    /// Notices naming a slot the store does not have.
-    bad_notices: u64,
-    end: &'static str,
-}
-
-/// One JSON line per frame, unless `--quiet` (then nothing is formatted).
-fn emit(quiet: bool, out: &mut impl Write, line: &impl Serialize) {
-    if !quiet {
-        let _ = serde_json::to_writer(&mut *out, line)
-            .map_err(std::io::Error::from)
-            .and_then(|_| out.write_all(b"\n"));
-    }
-}
-
 fn main() -> ExitCode {
     pagecam::mapping::sigbus::install();
     let args = match Args::try_parse() {
@@ -147,171 +65,10 @@ fn main() -> ExitCode {
         }
     };
     match args.cmd {
-        Cmd::Watch(w) => watch(w),
+        Cmd::Watch(w) => watch::watch(w),
         Cmd::Inspect { file, json } => inspect(file, json),
         Cmd::Verify { file, json } => verify(file, json),
     }
-}
-
-/// The socket to connect to: `--socket`, a socket given as the target, or
-/// the socket beside a recording (`FILE.sock`).
-fn socket_of(args: &WatchArgs) -> PathBuf {
-    use std::os::unix::fs::FileTypeExt;
-    if let Some(s) = &args.socket {
-        return s.clone();
-    }
-    let target = args.target.clone().unwrap_or_default();
-    match std::fs::metadata(&target) {
-        Ok(m) if m.file_type().is_socket() => target,
-        _ => {
-            let mut p = target.into_os_string();
-            p.push(".sock");
-            PathBuf::from(p)
-        }
-    }
-}
-
-fn watch(args: WatchArgs) -> ExitCode {
-    let socket = socket_of(&args);
-    let mut sub = match Subscription::connect(&socket, args.idle_timeout) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pagecam-analyzer: {e}");
-            return ExitCode::from(EXIT_CAPTURE_GONE);
-        }
-    };
-    let format = sub.hello().format;
-    eprintln!(
-        "pagecam-analyzer: connected as client {}: {} {}x{}, {} live slots{}",
-        sub.hello().client_id,
-        fourcc_str(format.fourcc),
-        format.width,
-        format.height,
-        sub.hello().layout.slot_count,
-        if sub.archive().is_some() {
-            " (RAM ring; older frames in the recording)"
-        } else {
-            " (the recording file)"
-        }
-    );
-    let mut stats = Analyzer::new(format);
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    let mut sum = WatchSummary::default();
-    let mut next_seq: Option<u64> = None;
-    let result = loop {
-        if args.frames.is_some_and(|n| sum.frames >= n) {
-            break Ok("frame limit");
-        }
-        let notice = match sub.next_event() {
-            Ok(Event::Frame(f)) => f,
-            Ok(Event::End(end)) => {
-                break Ok(match end.reason {
-                    EndReason::Finished => "capture finished",
-                    EndReason::Error => "capture stopped on an error",
-                })
-            }
-            Err(e) => break Err(e),
-        };
-        if let Some(expected) = next_seq {
-            if notice.sequence > expected {
-                sum.missed += notice.sequence - expected;
-                stats.reset_motion();
-            }
-        }
-        next_seq = Some(notice.sequence + 1);
-        let read =
-            sub.live()
-                .read_frame(notice.slot, notice.generation, notice.bytes_used, |view| {
-                    let held_ns = monotonic_ns();
-                    let s = stats.analyse(&view);
-                    let crc = args.checksum.then(|| view.crc32c());
-                    if let Some(d) = args.slow {
-                        std::thread::sleep(d);
-                    }
-                    (held_ns, s, crc)
-                });
-        if args.drop_read {
-            sub.live().forget(notice.slot);
-        }
-        match read {
-            Ok((held_ns, s, crc)) => {
-                sum.frames += 1;
-                let now = monotonic_ns();
-                let us = |t: u64, from: u64| t.saturating_sub(from) as f64 / 1000.0;
-                emit(
-                    args.quiet,
-                    &mut out,
-                    &FrameLine {
-                        seq: notice.sequence,
-                        slot: notice.slot,
-                        ts_ns: notice.timestamp_ns,
-                        latency_us: us(now, notice.timestamp_ns),
-                        notify_us: us(held_ns, notice.ready_ns),
-                        bytes: notice.bytes_used,
-                        error_frame: notice.flags & FLAG_ERROR != 0,
-                        mean_luma: s.map(|s| s.mean_luma),
-                        motion: s.and_then(|s| s.motion),
-                        crc32c: crc,
-                    },
-                );
-            }
-            Err(e) => {
-                stats.reset_motion();
-                let lost = match e {
-                    SlotReadError::Overwritten { .. } => {
-                        sum.overwritten += 1;
-                        "overwritten"
-                    }
-                    SlotReadError::Torn => {
-                        sum.torn += 1;
-                        "torn"
-                    }
-                    SlotReadError::NoSuchSlot { .. } => {
-                        sum.bad_notices += 1;
-                        "bad notice"
-                    }
-                };
-                emit(
-                    args.quiet,
-                    &mut out,
-                    &LostLine {
-                        seq: notice.sequence,
-                        slot: notice.slot,
-                        lost,
-                    },
-                );
-            }
-        }
-        if notice.sequence % 8 == 0 {
-            sub.send_progress(notice.sequence);
-            let _ = out.flush();
-        }
-    };
-    let code = match &result {
-        Ok(end) => {
-            sum.end = end;
-            ExitCode::SUCCESS
-        }
-        Err(SubscribeError::CaptureGone) => {
-            sum.end = "capture gone";
-            ExitCode::from(EXIT_CAPTURE_GONE)
-        }
-        Err(_) => {
-            sum.end = "error";
-            ExitCode::from(EXIT_CAPTURE_GONE)
-        }
-    };
-    let _ = serde_json::to_writer(&mut out, &serde_json::json!({ "summary": sum }));
-    let _ = out.write_all(b"\n");
-    let _ = out.flush();
-    match result {
-        Ok(end) => eprintln!(
-            "pagecam-analyzer: {end}: {} frames analysed, {} missed, {} overwritten before reading, {} torn",
-            sum.frames, sum.missed, sum.overwritten, sum.torn
-        ),
-        Err(e) => eprintln!("pagecam-analyzer: {e} (after {} frames)", sum.frames),
-    }
-    code
 }
 
 #[derive(Serialize)]

@@ -77,6 +77,12 @@ pub struct Args {
     /// V4L2 MMAP (`copy`).
     #[arg(long, value_enum, default_value_t = DeliveryArg::Direct, help_heading = "Source")]
     pub delivery: DeliveryArg,
+    /// Test source only: what it shows, as scenes and frame counts,
+    /// repeated: `moving` (default), or e.g. `moving:90,black:30,frozen:90,soft:30`
+    /// (black: a black picture; frozen: one picture repeated; soft: a still,
+    /// smooth, out-of-focus ramp) — to try the analyzer's detectors.
+    #[arg(long, value_parser = pagecam::source::pattern::Script::parse, help_heading = "Source")]
+    pub pattern: Option<pagecam::source::pattern::Script>,
 
     /// Size of the recording, as dd reads sizes: 256M and 2G are MiB and
     /// GiB, 500MB is 10^6 bytes (unless --slots or --ring-seconds).

@@ -175,8 +175,12 @@ fn open_source(args: &Args) -> Result<Box<dyn FrameSource>, Failure> {
         let rate = args
             .fps
             .map_or(Some(format::Interval::from_fps(30)), |r| r.0);
-        let src =
-            TestSource::new(format, rate, delivery).map_err(|e| Failure(EXIT_USAGE, e.into()))?;
+        let script = args
+            .pattern
+            .clone()
+            .unwrap_or_else(pagecam::source::pattern::Script::moving);
+        let src = TestSource::with_script(format, rate, delivery, script)
+            .map_err(|e| Failure(EXIT_USAGE, e.into()))?;
         return Ok(Box::new(src));
     }
     let cfg = V4l2Config {

@@ -4,6 +4,7 @@
 //!
 //! Modules:
 //! - `util`: spawning the binaries with timeouts, reading their output.
+//! - `analytics`: the detectors on known scenes; late-joining analyzers.
 //! - `pipeline`: end to end with analyzers, wrap-around, kills, signals.
 //! - `bad_input`: bad paths, sizes, files and socket peers.
 //! - `durability`: kill -9 and resume, the writer lock, crash-safe creation.
@@ -13,6 +14,7 @@
 //! - `vivid`: the same binaries against the vivid camera on Linux 6.1 and 6.12.
 //! - `powercut`: power cuts (qemu SIGKILL) while recording vivid on Linux 6.1 and 6.12.
 
+mod analytics;
 mod bad_input;
 mod durability;
 mod guest;

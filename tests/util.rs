@@ -148,7 +148,8 @@ pub fn capture_summary(out: &Output) -> serde_json::Value {
     lines.into_iter().next().unwrap()
 }
 
-/// Split an analyzer's output into per-frame lines and its summary.
+/// Split an analyzer's output into per-frame lines (frames and lost
+/// frames, not events) and its summary.
 pub fn analyzer_lines(out: &Output) -> (Vec<serde_json::Value>, serde_json::Value) {
     let mut lines = stdout_json_lines(out);
     let summary = lines.pop().expect("analyzer printed a summary");
@@ -156,7 +157,16 @@ pub fn analyzer_lines(out: &Output) -> (Vec<serde_json::Value>, serde_json::Valu
         summary.get("summary").is_some(),
         "last line is the summary: {summary}"
     );
+    lines.retain(|l| l.get("event").is_none());
     (lines, summary["summary"].clone())
+}
+
+/// The events an analyzer printed, as (event, seq).
+pub fn analyzer_events(out: &Output) -> Vec<(String, u64)> {
+    stdout_json_lines(out)
+        .iter()
+        .filter_map(|f| Some((f["event"].as_str()?.to_string(), f["seq"].as_u64()?)))
+        .collect()
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -185,6 +195,30 @@ pub fn assert_frames_match_pattern(frames: &[serde_json::Value], pattern: &Patte
             expected_crc(pattern, seq),
             "frame {seq} as read by an analyzer is not frame {seq}: {f}"
         );
+    }
+}
+
+/// Every frame an analyzer accepted (`--checksum`) is, byte for byte, the
+/// frame the recording holds for that sequence (which
+/// `assert_file_matches_pattern` checks against the pattern): independent of
+/// frames the source dropped on a loaded machine.
+pub fn assert_frames_match_recording(frames: &[serde_json::Value], rec: &Path) {
+    let reader = RecordingReader::open(rec).expect("open recording");
+    let by_seq: std::collections::HashMap<u64, u32> = reader
+        .scan()
+        .expect("scan")
+        .valid
+        .iter()
+        .map(|(slot, m)| (m.sequence, *slot))
+        .collect();
+    for f in frames.iter().filter(|f| f.get("lost").is_none()) {
+        let seq = f["seq"].as_u64().unwrap();
+        let crc = f["crc32c"].as_u64().expect("analyzer run with --checksum") as u32;
+        let slot = by_seq
+            .get(&seq)
+            .unwrap_or_else(|| panic!("frame {seq} an analyzer read is not in the recording"));
+        let (_, bytes) = reader.valid_frame(*slot).unwrap().expect("valid");
+        assert_eq!(crc, crc32c::crc32c(&bytes), "frame {seq} differs from the file's");
     }
 }
 

@@ -22,6 +22,36 @@
 //! This crate must not print to the terminal or exit the process: that is
 //! the binaries' job.
 //!
+//! # Your own analyzer
+//!
+//! Connect to a running capture, wait for a notice per frame, and read the
+//! frame where it lies. The bytes are reached through a [`mapping::SlotView`]
+//! that is valid only inside the closure (copy a line at a time into memory
+//! of your own, or use `crc32c`); the result counts only if `read_frame`
+//! returns `Ok`, because capture may reuse the slot before or while you read
+//! it (`Overwritten`, `Torn`), and then what you computed is thrown away.
+//! A runnable version: `shared/examples/own_analyzer.rs`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use pagecam::subscribe::{Event, Subscription};
+//!
+//! let mut sub = Subscription::connect("/tmp/cam.pcam.sock".as_ref(), Duration::from_secs(10))?;
+//! let f = sub.hello().format;
+//! let mut line = vec![0u8; f.bytes_per_line as usize];
+//! while let Event::Frame(n) = sub.next_event()? {
+//!     let first_line_mean = sub.live().read_frame(n.slot, n.generation, n.bytes_used, |view| {
+//!         view.copy_to(0, &mut line);
+//!         line.iter().map(|&b| b as u64).sum::<u64>() / line.len() as u64
+//!     });
+//!     match first_line_mean {
+//!         Ok(mean) => println!("frame {}: {mean}", n.sequence),
+//!         Err(lost) => println!("frame {}: lost ({lost:?})", n.sequence),
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! `unsafe` is allowed in these places only: `mapping` (shared memory),
 //! `sys` (syscalls beyond std and nix), `source::v4l2` (driver ioctls),
 //! and where descriptors are handed over by the kernel or the service
@@ -30,6 +60,7 @@
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod events;
 pub mod format;
 #[allow(unsafe_code)]
 pub mod mapping;

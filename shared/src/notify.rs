@@ -291,9 +291,7 @@ fn control_loop(shared: &Shared, listener: OwnedFd, cfg: NotifierConfig) {
             .collect();
         drop(pollfds);
         if ready[0] {
-            let mut hello = hello_template;
-            hello.next_sequence = cfg.progress.published.load(Ordering::Acquire);
-            accept_client(shared, &listener, &cfg.store, hello);
+            accept_client(shared, &listener, &cfg.store, hello_template, &cfg.progress);
         }
         for (i, (fd, id)) in fds.iter().enumerate() {
             if ready[i + 1] {
@@ -304,7 +302,13 @@ fn control_loop(shared: &Shared, listener: OwnedFd, cfg: NotifierConfig) {
     }
 }
 
-fn accept_client(shared: &Shared, listener: &OwnedFd, store: &[File], mut hello: Hello) {
+fn accept_client(
+    shared: &Shared,
+    listener: &OwnedFd,
+    store: &[File],
+    mut hello: Hello,
+    progress: &Progress,
+) {
     let fd = match accept4(
         listener.as_raw_fd(),
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
@@ -314,6 +318,12 @@ fn accept_client(shared: &Shared, listener: &OwnedFd, store: &[File], mut hello:
         Err(_) => return,
     };
     hello.client_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    // Under the client-list lock, which `notify` also takes: every frame
+    // published after `next_sequence` is read here is notified to this
+    // client once it is in the list (a frame just below may be notified
+    // too: analyzers skip what they already read).
+    let mut clients = lock(&shared.clients);
+    hello.next_sequence = progress.published.load(Ordering::Acquire);
     let msg = hello.encode();
     let fds: [i32; 2] = [
         store.first().map_or(-1, |f| f.as_raw_fd()),
@@ -333,7 +343,7 @@ fn accept_client(shared: &Shared, listener: &OwnedFd, store: &[File], mut hello:
             id: hello.client_id,
             ..Default::default()
         };
-        lock(&shared.clients).push(Client {
+        clients.push(Client {
             fd,
             status,
             failing_since: None,

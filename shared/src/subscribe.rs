@@ -22,6 +22,7 @@ use nix::sys::socket::{
 use nix::sys::time::{TimeVal, TimeValLike};
 use thiserror::Error;
 
+use crate::format::{generation_state, FrameMeta, GenerationState};
 use crate::protocol::{self, End, FrameNotice, Hello, Message, Progress, ProtocolError};
 use crate::recording::{RecordingError, RecordingReader};
 use crate::store::LiveStore;
@@ -49,6 +50,42 @@ pub enum SubscribeError {
     Idle(Duration),
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
+    /// A signal interrupted the wait (Ctrl-Z/fg, Ctrl-C): the caller decides
+    /// whether to wait on.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Where a frame already in the store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// In the live store: read it like a notice's frame.
+    Live { slot: u32, generation: u64 },
+    /// In the recording behind a RAM ring (`Subscription::archive`).
+    Archive { slot: u32 },
+}
+
+/// A frame that was already in the store when the analyzer connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredFrame {
+    pub meta: FrameMeta,
+    pub at: Stored,
+    /// The same frame's slot in the recording behind a RAM ring, if it is
+    /// there too: where to read it if the ring overwrites it first.
+    pub archived: Option<u32>,
+}
+
+/// Where a late-joining analyzer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// With the next new frame (no backlog).
+    Now,
+    /// With the oldest frame still stored.
+    Oldest,
+    /// With this sequence number (or the oldest stored after it).
+    Sequence(u64),
+    /// With the frames captured in the last this long.
+    Ago(Duration),
 }
 
 pub enum Event {
@@ -56,6 +93,7 @@ pub enum Event {
     End(End),
 }
 
+/// An analyzer's connection to capture (see the `impl` for the methods).
 pub struct Subscription {
     sock: OwnedFd,
     live: LiveStore,
@@ -65,9 +103,14 @@ pub struct Subscription {
     idle: Duration,
 }
 
+/// A connection to a running capture: the hello, the live store mapped
+/// read-only, and the stream of frame notices. See the crate docs ("Your
+/// own analyzer") for the reading rule.
 impl Subscription {
-    /// Connect and complete the handshake. `idle` bounds how long `next`
-    /// waits for a notification.
+    /// Connect to capture's socket and complete the handshake: receive the
+    /// hello and the store's descriptors, map the live store read-only and
+    /// check it against the hello. `idle` bounds how long `next_event`
+    /// waits for a notice.
     pub fn connect(path: &Path, idle: Duration) -> Result<Self, SubscribeError> {
         let conn = |source: std::io::Error| SubscribeError::Connect {
             path: path.to_path_buf(),
@@ -173,25 +216,87 @@ impl Subscription {
         self.archive.as_ref()
     }
 
-    /// Wait for the next notice: one `recv`.
+    /// Wait for the next notice: one `recv`. `Event::Frame` announces a
+    /// committed frame (read it with `live().read_frame`); `Event::End` is
+    /// the last message. `Err(Interrupted)`: a signal arrived (retry, or
+    /// stop if it was yours); `Err(CaptureGone)`: capture died.
     pub fn next_event(&mut self) -> Result<Event, SubscribeError> {
         let mut buf = [0u8; protocol::MAX_LEN + 1];
-        let n = loop {
-            match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(0) => return Err(SubscribeError::CaptureGone),
-                Ok(n) => break n,
-                // Stopped and continued (Ctrl-Z, fg; a debugger): wait on.
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return Err(SubscribeError::Idle(self.idle)),
-                Err(Errno::ECONNRESET) => return Err(SubscribeError::CaptureGone),
-                Err(e) => return Err(SubscribeError::Io(e.into())),
-            }
+        let n = match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(0) => return Err(SubscribeError::CaptureGone),
+            Ok(n) => n,
+            // Ctrl-Z and fg, a debugger, Ctrl-C: the caller decides.
+            Err(Errno::EINTR) => return Err(SubscribeError::Interrupted),
+            Err(Errno::EAGAIN) => return Err(SubscribeError::Idle(self.idle)),
+            Err(Errno::ECONNRESET) => return Err(SubscribeError::CaptureGone),
+            Err(e) => return Err(SubscribeError::Io(e.into())),
         };
         match protocol::decode(&buf[..n])? {
             Message::Frame(f) => Ok(Event::Frame(f)),
             Message::End(e) => Ok(Event::End(e)),
             other => Err(SubscribeError::Unexpected(Box::new(other))),
         }
+    }
+
+    /// The frames already stored when this analyzer connected (below the
+    /// hello's `next_sequence`), from `start` on, in sequence order: the
+    /// live store's, and for a RAM ring the recording's older ones. Read
+    /// them before the notices; a notice for a sequence already read is a
+    /// duplicate to skip.
+    pub fn backlog(&self, start: Start) -> std::io::Result<Vec<StoredFrame>> {
+        let end = self.hello.next_sequence;
+        let mut frames: std::collections::BTreeMap<u64, StoredFrame> = Default::default();
+        if start == Start::Now {
+            return Ok(Vec::new());
+        }
+        if let Some(archive) = &self.archive {
+            for (slot, r) in archive.records()? {
+                if generation_state(r.generation) == GenerationState::Committed
+                    && r.meta.sequence < end
+                {
+                    frames.insert(
+                        r.meta.sequence,
+                        StoredFrame {
+                            meta: r.meta,
+                            at: Stored::Archive { slot },
+                            archived: Some(slot),
+                        },
+                    );
+                }
+            }
+        }
+        for slot in 0..self.live.slot_count() {
+            let Some(snap) = self.live.snapshot(slot) else {
+                continue;
+            };
+            if generation_state(snap.generation) == GenerationState::Committed
+                && snap.meta.sequence < end
+            {
+                // The live copy wins: it is read in place.
+                let archived = frames.get(&snap.meta.sequence).and_then(|f| f.archived);
+                frames.insert(
+                    snap.meta.sequence,
+                    StoredFrame {
+                        meta: snap.meta,
+                        at: Stored::Live {
+                            slot,
+                            generation: snap.generation,
+                        },
+                        archived,
+                    },
+                );
+            }
+        }
+        let keep = |f: &StoredFrame| match start {
+            Start::Now => false,
+            Start::Oldest => true,
+            Start::Sequence(s) => f.meta.sequence >= s,
+            Start::Ago(d) => {
+                let since = crate::recording::monotonic_ns().saturating_sub(d.as_nanos() as u64);
+                f.meta.timestamp_ns >= since
+            }
+        };
+        Ok(frames.into_values().filter(keep).collect())
     }
 
     /// Tell capture how far this analyzer has got (best effort).

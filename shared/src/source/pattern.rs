@@ -37,9 +37,115 @@ const BARS_UV: [(u8, u8); 8] = [
     (128, 128),
 ];
 
+/// What a stretch of frames shows (`--pattern`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scene {
+    /// The moving diagonal bars (sharp edges, motion every frame).
+    Moving,
+    /// A uniformly black picture (no sequence stamp either).
+    Black,
+    /// The first frame of the stretch, repeated exactly (a frozen camera).
+    Frozen,
+    /// A still, smooth luma ramp with neutral chroma (out of focus), with
+    /// the sequence stamp.
+    Soft,
+}
+
+impl Scene {
+    fn name(&self) -> &'static str {
+        match self {
+            Scene::Moving => "moving",
+            Scene::Black => "black",
+            Scene::Frozen => "frozen",
+            Scene::Soft => "soft",
+        }
+    }
+}
+
+/// A script of scenes, each for a number of frames, repeated: what the
+/// test source shows (`moving`, or e.g. `moving:60,black:30,frozen:90`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Script(Vec<(Scene, u64)>);
+
+impl Script {
+    /// The default: the moving pattern only.
+    pub fn moving() -> Script {
+        Script(vec![(Scene::Moving, 1)])
+    }
+
+    /// Parse `SCENE[:FRAMES][,SCENE:FRAMES]...`.
+    pub fn parse(s: &str) -> Result<Script, String> {
+        let mut v = Vec::new();
+        for part in s.split(',') {
+            let (name, frames) = match part.split_once(':') {
+                Some((n, f)) => (
+                    n.trim(),
+                    f.trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|&f| f > 0)
+                        .ok_or_else(|| format!("'{part}': frames must be a positive number"))?,
+                ),
+                None => (part.trim(), 1),
+            };
+            let scene = match name {
+                "moving" => Scene::Moving,
+                "black" => Scene::Black,
+                "frozen" => Scene::Frozen,
+                "soft" => Scene::Soft,
+                _ => {
+                    return Err(format!(
+                        "unknown scene '{name}' (moving, black, frozen, soft)"
+                    ))
+                }
+            };
+            v.push((scene, frames));
+        }
+        if v.is_empty() || v.len() > 1000 {
+            return Err("a pattern script has 1 to 1000 scenes".into());
+        }
+        Ok(Script(v))
+    }
+
+    fn total(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|(_, n)| n)
+            .fold(0u64, |a, n| a.saturating_add(*n))
+    }
+
+    /// The scene of frame `seq`, and the first frame of its stretch.
+    pub fn scene(&self, seq: u64) -> (Scene, u64) {
+        let total = self.total().max(1);
+        let mut at = seq % total;
+        let base = seq - at;
+        let mut start = base;
+        for (scene, n) in &self.0 {
+            if at < *n {
+                return (*scene, start);
+            }
+            at -= n;
+            start += n;
+        }
+        (Scene::Moving, seq)
+    }
+}
+
+impl std::fmt::Display for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(s, n)| format!("{}:{n}", s.name()))
+            .collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
 /// Precomputed rows for one frame format.
 pub struct Pattern {
     format: FrameFormat,
+    script: Script,
     /// Two copies of the first-plane row, so any shift is one contiguous copy.
     row2: Vec<u8>,
     /// NV12 only: two copies of the interleaved chroma row.
@@ -85,9 +191,22 @@ impl Pattern {
         let double = |r: Vec<u8>| [r.as_slice(), r.as_slice()].concat();
         Ok(Pattern {
             format,
+            script: Script::moving(),
             row2: double(row),
             chroma_row2: double(chroma),
         })
+    }
+
+    /// The pattern following `script` (`Pattern::new` is `moving` only).
+    pub fn with_script(format: FrameFormat, script: Script) -> Result<Self, SourceError> {
+        Ok(Pattern {
+            script,
+            ..Pattern::new(format)?
+        })
+    }
+
+    pub fn script(&self) -> &Script {
+        &self.script
     }
 
     pub fn format(&self) -> &FrameFormat {
@@ -100,8 +219,47 @@ impl Pattern {
         ((y as u64 + 4 * (seq % pairs)) % pairs) as usize * bytes_per_pair
     }
 
-    /// Render frame `seq` into `dst` (at least `frame_size` bytes).
+    /// Render frame `seq` into `dst` (at least `frame_size` bytes): a pure
+    /// function of the format, the script and `seq`.
     pub fn render(&self, seq: u64, dst: &mut [u8]) {
+        match self.script.scene(seq) {
+            (Scene::Moving, _) => self.render_moving(seq, dst),
+            (Scene::Frozen, first) => self.render_moving(first, dst),
+            (Scene::Black, _) => self.render_flat(dst, |_| 16),
+            (Scene::Soft, _) => {
+                let w = self.format.width as usize;
+                self.render_flat(dst, |x| (16 + x * 219 / w.max(1)) as u8);
+                self.stamp(seq, dst);
+            }
+        }
+    }
+
+    /// Every line `luma(x)`, chroma neutral.
+    fn render_flat(&self, dst: &mut [u8], luma: impl Fn(usize) -> u8) {
+        let f = &self.format;
+        let bpl = f.bytes_per_line as usize;
+        let (h, w) = (f.height as usize, f.width as usize);
+        for y in 0..h {
+            let line = &mut dst[y * bpl..];
+            for x in 0..w {
+                match f.fourcc {
+                    YUYV => {
+                        line[2 * x] = luma(x);
+                        line[2 * x + 1] = 128;
+                    }
+                    _ => line[x] = luma(x),
+                }
+            }
+        }
+        if f.fourcc == NV12 {
+            let base = bpl * h;
+            for y in 0..h / 2 {
+                dst[base + y * bpl..base + y * bpl + w].fill(128);
+            }
+        }
+    }
+
+    fn render_moving(&self, seq: u64, dst: &mut [u8]) {
         let f = &self.format;
         let bpl = f.bytes_per_line as usize;
         let (h, w) = (f.height as usize, f.width as usize);
@@ -195,7 +353,17 @@ impl TestSource {
         interval: Option<Interval>,
         delivery: Delivery,
     ) -> Result<Self, SourceError> {
-        let pattern = Pattern::new(format)?;
+        Self::with_script(format, interval, delivery, Script::moving())
+    }
+
+    /// A test source showing `script` (see `Scene`).
+    pub fn with_script(
+        format: FrameFormat,
+        interval: Option<Interval>,
+        delivery: Delivery,
+        script: Script,
+    ) -> Result<Self, SourceError> {
+        let pattern = Pattern::with_script(format, script)?;
         let own_buffer = match delivery {
             Delivery::Copy => vec![0u8; format.frame_size as usize],
             Delivery::Direct => Vec::new(),
@@ -261,8 +429,9 @@ impl FrameSource for TestSource {
     }
     fn describe(&self) -> String {
         let f = &self.pattern.format;
+        let script = self.pattern.script();
         format!(
-            "pagecam test pattern {} {}x{} @{}fps",
+            "pagecam test pattern {} {}x{} @{}fps{}",
             crate::format::fourcc_str(f.fourcc),
             f.width,
             f.height,
@@ -273,6 +442,11 @@ impl FrameSource for TestSource {
                     .to_string()
             } else {
                 "0".to_string()
+            },
+            if *script == Script::moving() {
+                String::new()
+            } else {
+                format!(" [{script}]")
             }
         )
     }
@@ -349,6 +523,35 @@ mod tests {
         assert_ne!(a[body.clone()], b[body]);
         // Chroma bars exist (not a grey frame).
         assert!(a.iter().skip(1).step_by(2).any(|&c| c != 128));
+    }
+
+    #[test]
+    fn scripts_show_their_scenes() {
+        let f = FrameFormat::uncompressed(YUYV, 320, 240).unwrap();
+        let script = Script::parse("moving:3,black:2,frozen:3,soft:1").unwrap();
+        assert_eq!(script.to_string(), "moving:3,black:2,frozen:3,soft:1");
+        let p = Pattern::with_script(f, script).unwrap();
+        let frame = |seq| {
+            let mut b = vec![0u8; f.frame_size as usize];
+            p.render(seq, &mut b);
+            b
+        };
+        assert_ne!(frame(0), frame(1), "moving");
+        assert!(frame(3).iter().step_by(2).all(|&y| y == 16), "black");
+        assert_eq!(frame(5), frame(7), "frozen: one picture");
+        assert_eq!(
+            Pattern::read_stamp(&f, &frame(6)),
+            Some(5),
+            "frozen on frame 5"
+        );
+        assert_eq!(
+            Pattern::read_stamp(&f, &frame(8)),
+            Some(8),
+            "soft keeps the stamp"
+        );
+        assert_eq!(frame(9 + 4), frame(4), "the script repeats");
+        assert!(Script::parse("moving:0").is_err());
+        assert!(Script::parse("sparkles").is_err());
     }
 
     #[test]
