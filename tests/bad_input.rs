@@ -127,12 +127,19 @@ fn truncated_and_corrupt_recordings_are_reported_not_crashed_on() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
 
-    // Not a recording at all; and an empty file.
+    // Not a recording at all, short or empty: said so, not "truncated"
+    // (regression: "recording is truncated: 0 bytes, header says 4096").
     let other = dir.path().join("notes.txt");
-    std::fs::write(&other, b"hello").unwrap();
-    let out = verify(&other, &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+    for text in [&b"hello"[..], b""] {
+        std::fs::write(&other, text).unwrap();
+        let out = verify(&other, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("not a pagecam recording") && !stderr(&out).contains("truncated"),
+            "{}",
+            stderr(&out)
+        );
+    }
     std::fs::write(&other, vec![b'x'; 8192]).unwrap();
     let out = verify(&other, &[]);
     assert!(
@@ -222,4 +229,41 @@ fn garbage_and_silent_clients_are_dropped_without_harm() {
     let (frames, summary) = analyzer_lines(&out);
     assert_eq!(summary["missed"], 0, "{summary}");
     assert_frames_match_pattern(&frames, &Pattern::new(yuyv(320, 240)).unwrap());
+}
+
+/// Regression: the generation was not covered by the checksum, so a
+/// damaged index record could make a frame look empty or in flight and
+/// `verify` exited 0. Both stores write records with their own checksum.
+#[test]
+fn a_damaged_index_record_fails_verify() {
+    for store in ["direct", "file"] {
+        let dir = workdir();
+        let rec = dir.path().join("rec.pcam");
+        let mut c = capture();
+        c.args(["--size", "256x64", "--fps", "0", "--on-full", "stop"])
+            .args(["--slots", "6", "--frames", "6", "--store", store, "-o"])
+            .arg(&rec);
+        let out = run(c, "capture");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(verify(&rec, &[]).status.success(), "{store}");
+        let layout = pagecam::recording::RecordingReader::open(&rec)
+            .unwrap()
+            .header()
+            .layout;
+        let f = std::fs::OpenOptions::new().write(true).open(&rec).unwrap();
+        // Slot 1 made to look never written; slot 3 made to look in flight.
+        f.write_all_at(&0u64.to_le_bytes(), layout.record_offset(1))
+            .unwrap();
+        f.write_all_at(&7u64.to_le_bytes(), layout.record_offset(3))
+            .unwrap();
+        let out = verify(&rec, &["--json"]);
+        assert_eq!(out.status.code(), Some(1), "{store}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            report["corrupt_slots"],
+            serde_json::json!([1, 3]),
+            "{store}: {report}"
+        );
+        assert_eq!(report["valid_frames"], 4);
+    }
 }

@@ -218,7 +218,11 @@ pub fn assert_frames_match_recording(frames: &[serde_json::Value], rec: &Path) {
             .get(&seq)
             .unwrap_or_else(|| panic!("frame {seq} an analyzer read is not in the recording"));
         let (_, bytes) = reader.valid_frame(*slot).unwrap().expect("valid");
-        assert_eq!(crc, crc32c::crc32c(&bytes), "frame {seq} differs from the file's");
+        assert_eq!(
+            crc,
+            crc32c::crc32c(&bytes),
+            "frame {seq} differs from the file's"
+        );
     }
 }
 

@@ -9,8 +9,11 @@ use thiserror::Error;
 
 /// First eight bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"PAGECAM\0";
-/// Format version this build writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version this build writes. Version 2 adds the record checksum
+/// (index record bytes 60..64); this build also reads version 1.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Size of the header region; the index starts right after it.
 pub const HEADER_SIZE: u64 = 4096;
 /// Size of one index record (one cache line).
@@ -32,7 +35,10 @@ pub mod record {
     pub const FLAGS: usize = 44;
     pub const SESSION: usize = 48;
     pub const CRC: usize = 56;
-    /// Metadata covered by the record CRC: bytes `SEQUENCE..CRC`.
+    /// Format 2: CRC32C of record bytes `0..RECORD_CRC` (generation,
+    /// metadata and frame CRC), so damage to any of them is detected.
+    pub const RECORD_CRC: usize = 60;
+    /// Metadata covered by the frame CRC: bytes `SEQUENCE..CRC`.
     pub const META: core::ops::Range<usize> = SEQUENCE..CRC;
 }
 
@@ -232,7 +238,7 @@ pub struct Header {
 pub enum FormatError {
     #[error("not a pagecam recording (bad magic)")]
     BadMagic,
-    #[error("recording format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error("recording format version {found} is not supported (this build reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION})")]
     UnknownVersion { found: u32 },
     #[error("recording header is corrupt (checksum mismatch)")]
     HeaderChecksum,
@@ -240,6 +246,8 @@ pub enum FormatError {
     Inconsistent(String),
     #[error("recording is truncated: {actual} bytes, header says {expected}")]
     Truncated { expected: u64, actual: u64 },
+    #[error("not a pagecam recording ({0} bytes: shorter than a recording header)")]
+    TooShort(u64),
     #[error("unsupported pixel format {0}")]
     UnsupportedPixelFormat(String),
     #[error("bad frame geometry: {0}")]
@@ -317,17 +325,27 @@ impl Header {
     /// Decode and validate a header. Checks, in order: magic, version,
     /// checksum, and that the stored layout is the one the geometry implies.
     pub fn decode(b: &[u8]) -> Result<Header, FormatError> {
+        Self::decode_versioned(b).map(|(h, _)| h)
+    }
+
+    /// `decode`, also returning the format version the header was written
+    /// with (1 or 2: it decides whether records carry their own checksum).
+    pub fn decode_versioned(b: &[u8]) -> Result<(Header, u32), FormatError> {
+        if b.len() < 8 || b[hdr::MAGIC..hdr::MAGIC + 8] != MAGIC {
+            return Err(if b.len() < HEADER_SIZE as usize {
+                FormatError::TooShort(b.len() as u64)
+            } else {
+                FormatError::BadMagic
+            });
+        }
         if b.len() < HEADER_SIZE as usize {
             return Err(FormatError::Truncated {
                 expected: HEADER_SIZE,
                 actual: b.len() as u64,
             });
         }
-        if b[hdr::MAGIC..hdr::MAGIC + 8] != MAGIC {
-            return Err(FormatError::BadMagic);
-        }
         let version = get_u32(b, hdr::VERSION);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(FormatError::UnknownVersion { found: version });
         }
         if crc32c::crc32c(&b[..hdr::CRC]) != get_u32(b, hdr::CRC) {
@@ -359,25 +377,80 @@ impl Header {
         if stored != layout {
             return bad("layout does not match frame size and slot count");
         }
+        check_geometry(&format).map_err(FormatError::Inconsistent)?;
         let on_full = match get_u32(b, hdr::ON_FULL) {
             0 => OnFull::Stop,
             1 => OnFull::Wrap,
             _ => return bad("on-full policy"),
         };
+        let interval = Interval {
+            numerator: get_u32(b, hdr::INTERVAL_NUM),
+            denominator: get_u32(b, hdr::INTERVAL_DEN),
+        };
+        if interval.numerator > 0 && interval.denominator == 0 {
+            return bad("frame interval with a zero denominator");
+        }
         let src = &b[hdr::SOURCE..hdr::SOURCE + SOURCE_DESC_LEN];
         let end = src.iter().position(|&c| c == 0).unwrap_or(src.len());
-        Ok(Header {
-            format,
-            interval: Interval {
-                numerator: get_u32(b, hdr::INTERVAL_NUM),
-                denominator: get_u32(b, hdr::INTERVAL_DEN),
+        Ok((
+            Header {
+                format,
+                interval,
+                layout,
+                on_full,
+                created_ns: get_u64(b, hdr::CREATED_NS),
+                source: String::from_utf8_lossy(&src[..end]).into_owned(),
             },
-            layout,
-            on_full,
-            created_ns: get_u64(b, hdr::CREATED_NS),
-            source: String::from_utf8_lossy(&src[..end]).into_owned(),
-        })
+            version,
+        ))
     }
+}
+
+/// The largest width or height a recording may claim (V4L2 drivers stay
+/// far below; the bound keeps arithmetic on them small).
+pub const MAX_DIMENSION: u32 = 16384;
+
+/// Is the frame geometry plausible for its pixel format? Width, height,
+/// bytes per line and frame size must agree for the formats pagecam knows
+/// (a damaged or hostile header with a valid checksum is refused here).
+fn check_geometry(f: &FrameFormat) -> Result<(), String> {
+    let (w, h) = (f.width as u64, f.height as u64);
+    if f.width == 0 || f.height == 0 || f.width > MAX_DIMENSION || f.height > MAX_DIMENSION {
+        return Err(format!("frame size {}x{}", f.width, f.height));
+    }
+    // (bytes per pixel of the first plane, total bytes per pixel x 2)
+    let layout = match &f.fourcc.to_le_bytes() {
+        b"YUYV" | b"UYVY" => Some((2, 4)),
+        b"GREY" => Some((1, 2)),
+        b"NV12" | b"NV21" | b"YU12" | b"YV12" => Some((1, 3)),
+        b"RGB3" | b"BGR3" => Some((3, 6)),
+        _ => None,
+    };
+    let Some((bpp, total2)) = layout else {
+        // Compressed or unknown formats: only the size must fit a slot,
+        // which the layout already checked.
+        return Ok(());
+    };
+    let bpl = f.bytes_per_line as u64;
+    if bpl < w * bpp || bpl > w * bpp + 4096 {
+        return Err(format!(
+            "{} bytes per line for {} pixels of {}",
+            bpl,
+            w,
+            fourcc_str(f.fourcc)
+        ));
+    }
+    let least = bpl * h * total2 / (2 * bpp);
+    if (f.frame_size as u64) < least {
+        return Err(format!(
+            "frame size {} is less than {least} for {}x{} {}",
+            f.frame_size,
+            w,
+            h,
+            fourcc_str(f.fourcc)
+        ));
+    }
+    Ok(())
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
@@ -441,13 +514,77 @@ pub struct Record {
     pub crc: u32,
 }
 
+/// CRC32C of record bytes `0..RECORD_CRC` for the given field values.
+pub fn record_crc(generation: u64, meta: &FrameMeta, crc: u32) -> u32 {
+    let mut b = [0u8; record::RECORD_CRC];
+    put_u64(&mut b, record::GENERATION, generation);
+    b[record::META].copy_from_slice(&meta.encode_meta());
+    put_u32(&mut b, record::CRC, crc);
+    crc32c::crc32c(&b)
+}
+
+/// What a record's own checksum (format 2) says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordCheck {
+    /// All 64 bytes are zero: never written.
+    Blank,
+    /// The checksum matches.
+    Intact,
+    /// The generation was just made odd (a writer's claim) and the record
+    /// was caught before its checksum was updated, or the checksum was
+    /// updated for the commit before the generation: in flight, not damage.
+    InFlight,
+    /// Anything else: the record is damaged.
+    Damaged,
+}
+
 impl Record {
+    /// Encode, with the record checksum (format 2; format-1 readers ignore
+    /// those bytes, which were reserved).
     pub fn encode(&self) -> [u8; RECORD_SIZE as usize] {
         let mut b = [0u8; RECORD_SIZE as usize];
         put_u64(&mut b, record::GENERATION, self.generation);
         b[record::META].copy_from_slice(&self.meta.encode_meta());
         put_u32(&mut b, record::CRC, self.crc);
+        put_u32(
+            &mut b,
+            record::RECORD_CRC,
+            record_crc(self.generation, &self.meta, self.crc),
+        );
         b
+    }
+
+    /// Check the raw bytes of a record against its own checksum.
+    pub fn check(b: &[u8]) -> RecordCheck {
+        let Some(b) = b.get(..RECORD_SIZE as usize) else {
+            return RecordCheck::Damaged;
+        };
+        if b.iter().all(|&x| x == 0) {
+            return RecordCheck::Blank;
+        }
+        let stored = get_u32(b, record::RECORD_CRC);
+        // Over the bytes as stored: reserved bytes are covered too.
+        let mut raw = [0u8; record::RECORD_CRC];
+        raw.copy_from_slice(&b[..record::RECORD_CRC]);
+        if crc32c::crc32c(&raw) == stored {
+            return RecordCheck::Intact;
+        }
+        let g = get_u64(b, record::GENERATION);
+        if g % 2 == 1 {
+            // The checksum of the neighbouring states a writer passes
+            // through: before the claim (g-1 or, after a crash, g-2), or
+            // the commit's (g+1) stored just before its generation.
+            for n in [g.checked_sub(1), g.checked_sub(2), g.checked_add(1)]
+                .into_iter()
+                .flatten()
+            {
+                put_u64(&mut raw, record::GENERATION, n);
+                if crc32c::crc32c(&raw) == stored {
+                    return RecordCheck::InFlight;
+                }
+            }
+        }
+        RecordCheck::Damaged
     }
 
     /// Decode a record; `b` is at least `RECORD_SIZE` bytes.
@@ -513,10 +650,10 @@ mod tests {
     #[test]
     fn unknown_version_is_rejected() {
         let mut b = sample().encode();
-        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        b[8..12].copy_from_slice(&3u32.to_le_bytes());
         assert_eq!(
             Header::decode(&b),
-            Err(FormatError::UnknownVersion { found: 2 })
+            Err(FormatError::UnknownVersion { found: 3 })
         );
     }
 
@@ -530,8 +667,9 @@ mod tests {
         assert_eq!(Header::decode(&b), Err(FormatError::BadMagic));
         assert!(matches!(
             Header::decode(&b[..100]),
-            Err(FormatError::Truncated { .. })
+            Err(FormatError::TooShort(100))
         ));
+        assert_eq!(Header::decode(b"hello\n"), Err(FormatError::TooShort(6)));
     }
 
     #[test]
@@ -578,6 +716,71 @@ mod tests {
         assert_ne!(c, m.checksum(crc32c::crc32c(b"frami")));
         let m2 = FrameMeta { sequence: 6, ..m };
         assert_ne!(c, m2.checksum(crc32c::crc32c(b"frame")));
+    }
+
+    /// Regression: header fields (fourcc, size, bytes per line, interval)
+    /// were not cross-checked; edits with a recomputed checksum passed.
+    #[test]
+    fn implausible_geometry_is_refused_even_with_a_valid_checksum() {
+        let edit = |at: usize, v: u32| {
+            let mut b = sample().encode();
+            put_u32(&mut b, at, v);
+            let crc = crc32c::crc32c(&b[..hdr::CRC]);
+            put_u32(&mut b, hdr::CRC, crc);
+            Header::decode(&b)
+        };
+        for (at, v) in [
+            (hdr::WIDTH, 0),
+            (hdr::HEIGHT, 100_000),
+            (hdr::BYTES_PER_LINE, 100),
+            (hdr::WIDTH, 1280),
+            (hdr::INTERVAL_DEN, 0),
+        ] {
+            assert!(
+                matches!(edit(at, v), Err(FormatError::Inconsistent(_))),
+                "field at {at} = {v} accepted"
+            );
+        }
+        assert!(
+            edit(hdr::FOURCC, fourcc(b"MJPG")).is_ok(),
+            "compressed: size only"
+        );
+    }
+
+    /// Regression: the generation was not covered by any checksum, so a
+    /// damaged record could make a frame look empty or in flight.
+    #[test]
+    fn a_damaged_record_is_detected_by_its_own_checksum() {
+        let r = Record {
+            generation: 10,
+            meta: FrameMeta {
+                sequence: 5,
+                bytes_used: 100,
+                ..Default::default()
+            },
+            crc: 77,
+        };
+        let b = r.encode();
+        assert_eq!(Record::check(&b), RecordCheck::Intact);
+        assert_eq!(Record::check(&[0u8; 64]), RecordCheck::Blank);
+        for byte in 0..60 {
+            let mut d = b;
+            d[byte] ^= 0x10;
+            assert_eq!(Record::check(&d), RecordCheck::Damaged, "byte {byte}");
+        }
+        // A claim caught before its checksum: generation odd, old checksum.
+        let mut claim = b;
+        claim[..8].copy_from_slice(&11u64.to_le_bytes());
+        assert_eq!(Record::check(&claim), RecordCheck::InFlight);
+        // A commit caught between checksum and generation.
+        let commit = Record {
+            generation: 12,
+            ..r
+        }
+        .encode();
+        let mut between = commit;
+        between[..8].copy_from_slice(&11u64.to_le_bytes());
+        assert_eq!(Record::check(&between), RecordCheck::InFlight);
     }
 
     #[test]

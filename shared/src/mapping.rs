@@ -66,7 +66,8 @@ struct RecordCell {
     session: AtomicU32,
     _reserved0: AtomicU32,
     crc: AtomicU32,
-    _reserved1: AtomicU32,
+    /// Format 2: CRC32C of bytes 0..60 (see `format::record_crc`).
+    record_crc: AtomicU32,
 }
 
 // The cell is the record of docs/FORMAT.md, field for field: the offsets
@@ -85,7 +86,23 @@ const _: () = {
     assert!(offset_of!(RecordCell, flags) == record::FLAGS);
     assert!(offset_of!(RecordCell, session) == record::SESSION);
     assert!(offset_of!(RecordCell, crc) == record::CRC);
+    assert!(offset_of!(RecordCell, record_crc) == record::RECORD_CRC);
 };
+
+impl RecordCell {
+    /// The metadata fields (Relaxed: consistency comes from the seqlock).
+    fn meta(&self) -> FrameMeta {
+        FrameMeta {
+            sequence: self.sequence.load(Ordering::Relaxed),
+            source_sequence: self.source_sequence.load(Ordering::Relaxed),
+            timestamp_ns: self.timestamp_ns.load(Ordering::Relaxed),
+            wall_ns: self.wall_ns.load(Ordering::Relaxed),
+            bytes_used: self.bytes_used.load(Ordering::Relaxed),
+            flags: self.flags.load(Ordering::Relaxed),
+            session: self.session.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// A consistent snapshot of an index record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -281,15 +298,7 @@ impl Mapping {
         let g1 = r.generation.load(Ordering::Acquire);
         let snap = RecordSnapshot {
             generation: g1,
-            meta: FrameMeta {
-                sequence: r.sequence.load(Ordering::Relaxed),
-                source_sequence: r.source_sequence.load(Ordering::Relaxed),
-                timestamp_ns: r.timestamp_ns.load(Ordering::Relaxed),
-                wall_ns: r.wall_ns.load(Ordering::Relaxed),
-                bytes_used: r.bytes_used.load(Ordering::Relaxed),
-                flags: r.flags.load(Ordering::Relaxed),
-                session: r.session.load(Ordering::Relaxed),
-            },
+            meta: r.meta(),
             crc: r.crc.load(Ordering::Relaxed),
         };
         // Pairs with the writer's Release fence after its odd store.
@@ -360,6 +369,14 @@ impl Mapping {
         // Orders the odd store before every later write to the slot's data
         // or record (pairs with the reader's Acquire fence).
         fence(Ordering::Release);
+        // The record's own checksum follows the generation (a crash between
+        // the two leaves an odd generation whose checksum matches the
+        // previous one: `RecordCheck::InFlight`).
+        let crc = r.crc.load(Ordering::Relaxed);
+        r.record_crc.store(
+            crate::format::record_crc(odd, &r.meta(), crc),
+            Ordering::Relaxed,
+        );
         Some(ClaimedSlot {
             map: self.clone(),
             slot,
@@ -706,6 +723,12 @@ impl ClaimedSlot {
         r.session.store(meta.session, Ordering::Relaxed);
         r.crc.store(crc, Ordering::Relaxed);
         let even = self.generation + 1;
+        // The checksum of the committed record goes first, the generation
+        // last: caught in between, the record reads as in flight.
+        r.record_crc.store(
+            crate::format::record_crc(even, meta, crc),
+            Ordering::Relaxed,
+        );
         r.generation.store(even, Ordering::Release);
         even
     }
@@ -716,6 +739,11 @@ impl ClaimedSlot {
     pub(crate) fn release(self) {
         if !self.touched && self.previous % 2 == 0 {
             if let Some(r) = self.map.record(self.slot) {
+                let crc = r.crc.load(Ordering::Relaxed);
+                r.record_crc.store(
+                    crate::format::record_crc(self.previous, &r.meta(), crc),
+                    Ordering::Relaxed,
+                );
                 r.generation.store(self.previous, Ordering::Release);
             }
         }

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::format::{
-    generation_state, FormatError, FrameMeta, GenerationState, Header, OnFull, Record, HEADER_SIZE,
-    RECORD_SIZE,
+    generation_state, FormatError, FrameMeta, GenerationState, Header, OnFull, Record, RecordCheck,
+    HEADER_SIZE, RECORD_SIZE,
 };
 use crate::ring::RingStart;
 use crate::sys;
@@ -264,11 +264,7 @@ pub fn resume(path: &Path) -> Result<RecordingFile, RecordingError> {
     let file = open_regular(path, true)?;
     lock_exclusive(&file, path)?;
     let header = read_header(&file, path)?;
-    let reader = RecordingReader {
-        file: file.try_clone().map_err(io_err(path))?,
-        path: path.to_path_buf(),
-        header: header.clone(),
-    };
+    let reader = RecordingReader::from_file(file.try_clone().map_err(io_err(path))?, path)?;
     let records = reader.records().map_err(io_err(path))?;
     let n = header.layout.slot_count;
     // Any committed-looking record counts for the session number, valid or
@@ -336,6 +332,11 @@ fn open_regular(path: &Path, write: bool) -> Result<File, RecordingError> {
 /// Read and validate the header of an open recording, including that the
 /// file is as long as the header says.
 pub(crate) fn read_header(file: &File, path: &Path) -> Result<Header, RecordingError> {
+    read_header_versioned(file, path).map(|(h, _)| h)
+}
+
+/// `read_header`, with the format version.
+fn read_header_versioned(file: &File, path: &Path) -> Result<(Header, u32), RecordingError> {
     let len = file.metadata().map_err(io_err(path))?.len();
     let mut buf = vec![0u8; HEADER_SIZE as usize];
     let n = read_up_to(file, &mut buf, 0).map_err(io_err(path))?;
@@ -343,14 +344,14 @@ pub(crate) fn read_header(file: &File, path: &Path) -> Result<Header, RecordingE
         path: path.to_path_buf(),
         source,
     };
-    let header = Header::decode(&buf[..n]).map_err(fmt_err)?;
+    let (header, version) = Header::decode_versioned(&buf[..n]).map_err(fmt_err)?;
     if len < header.layout.file_size {
         return Err(fmt_err(FormatError::Truncated {
             expected: header.layout.file_size,
             actual: len,
         }));
     }
-    Ok(header)
+    Ok((header, version))
 }
 
 fn read_up_to(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
@@ -431,6 +432,8 @@ pub struct RecordingReader {
     file: File,
     path: PathBuf,
     header: Header,
+    /// Format version: 2 and later records carry their own checksum.
+    version: u32,
 }
 
 /// Largest read of frame data at once (the rest goes in chunks).
@@ -446,12 +449,18 @@ impl RecordingReader {
 
     /// Read a recording from an already open (read-only) descriptor.
     pub fn from_file(file: File, path: &Path) -> Result<Self, RecordingError> {
-        let header = read_header(&file, path)?;
+        let (header, version) = read_header_versioned(&file, path)?;
         Ok(RecordingReader {
             file,
             path: path.to_path_buf(),
             header,
+            version,
         })
+    }
+
+    /// The format version the recording was created with.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     pub fn header(&self) -> &Header {
@@ -464,9 +473,17 @@ impl RecordingReader {
 
     /// The index record of `slot`.
     pub fn record(&self, slot: u32) -> io::Result<Record> {
+        let b = self.record_bytes(slot)?;
+        Record::decode(&b).ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+    }
+
+    fn record_bytes(&self, slot: u32) -> io::Result<[u8; RECORD_SIZE as usize]> {
         let mut b = [0u8; RECORD_SIZE as usize];
         let n = read_up_to(&self.file, &mut b, self.header.layout.record_offset(slot))?;
-        Record::decode(&b[..n]).ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+        if n < b.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(b)
     }
 
     /// Every index record, as (slot, record).
@@ -498,8 +515,28 @@ impl RecordingReader {
     /// record, data, record again (a change means the writer was busy on
     /// it), then the checksum of data and metadata.
     pub fn read_frame(&self, slot: u32, buf: &mut Vec<u8>) -> io::Result<SlotStatus> {
-        let r = self.record(slot)?;
+        let raw = self.record_bytes(slot)?;
+        let r = Record::decode(&raw).ok_or(io::ErrorKind::UnexpectedEof)?;
         let generation = r.generation;
+        if self.version >= 2 {
+            // The record's own checksum first: damage to the generation
+            // must not make a frame look empty or in flight.
+            match Record::check(&raw) {
+                RecordCheck::Blank => return Ok(SlotStatus::Empty),
+                RecordCheck::InFlight => return Ok(SlotStatus::Incomplete { generation }),
+                RecordCheck::Damaged => {
+                    // Changing under us (a live recording), or damaged.
+                    if self.record_bytes(slot)? != raw {
+                        return Ok(SlotStatus::Busy);
+                    }
+                    return Ok(SlotStatus::Corrupt { generation });
+                }
+                RecordCheck::Intact if generation == 0 => {
+                    return Ok(SlotStatus::Corrupt { generation })
+                }
+                RecordCheck::Intact => {}
+            }
+        }
         match generation_state(generation) {
             GenerationState::Empty => return Ok(SlotStatus::Empty),
             GenerationState::Writing => return Ok(SlotStatus::Incomplete { generation }),
