@@ -8,6 +8,14 @@
 
 mod watch;
 
+/// `writeln!` into a `String` (cannot fail).
+macro_rules! line {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -102,6 +110,8 @@ struct Report {
     last_wall_ns: Option<u64>,
     /// Slots that changed while being checked (a live recording).
     busy_slots: Vec<u32>,
+    /// A capture is recording the file right now.
+    live: bool,
 }
 
 fn report(file: PathBuf) -> Result<Report, ExitCode> {
@@ -153,6 +163,7 @@ fn report(file: PathBuf) -> Result<Report, ExitCode> {
         first_wall_ns: first.map(|m| m.wall_ns),
         last_wall_ns: last.map(|m| m.wall_ns),
         busy_slots: scan.busy.clone(),
+        live: reader.is_live(),
     })
 }
 
@@ -174,20 +185,25 @@ fn inspect(file: PathBuf, json: bool) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
+    let mut out = String::new();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).expect("report serializes")
-        );
-        return ExitCode::SUCCESS;
+        out = serde_json::to_string_pretty(&r).expect("report serializes") + "\n";
+        return emit(&out, ExitCode::SUCCESS);
     }
-    println!("recording   {}", r.file.display());
-    println!("source      {}", r.source);
-    println!(
+    line!(out, "recording   {}", r.file.display());
+    line!(out, "source      {}", r.source);
+    line!(
+        out,
         "format      {} {}x{}, {} bytes per line, {} bytes per frame, {:.3} fps",
-        r.format, r.width, r.height, r.bytes_per_line, r.frame_size, r.fps
+        r.format,
+        r.width,
+        r.height,
+        r.bytes_per_line,
+        r.frame_size,
+        r.fps
     );
-    println!(
+    line!(
+        out,
         "capacity    {} of {} bytes ({} MiB); {}",
         plural(r.slot_count as u64, "frame", "frames"),
         r.slot_size,
@@ -200,7 +216,8 @@ fn inspect(file: PathBuf, json: bool) -> ExitCode {
     );
     match (r.first_sequence, r.last_sequence) {
         (Some(a), Some(b)) => {
-            println!(
+            line!(
+                out,
                 "frames      {} valid: frame {a} to frame {b}, {}",
                 r.valid_frames,
                 match r.missing_sequences {
@@ -209,7 +226,8 @@ fn inspect(file: PathBuf, json: bool) -> ExitCode {
                 }
             );
             if let (Some(t0), Some(t1)) = (r.first_wall_ns, r.last_wall_ns) {
-                println!(
+                line!(
+                    out,
                     "time        {:.3} s, from {} to {}",
                     r.span_seconds,
                     utc(t0),
@@ -217,14 +235,16 @@ fn inspect(file: PathBuf, json: bool) -> ExitCode {
                 );
             }
         }
-        _ => println!("frames      none"),
+        _ => line!(out, "frames      none"),
     }
-    println!(
+    line!(
+        out,
         "dropped     {} by the source, {}",
         r.source_dropped,
         plural(r.error_frames as u64, "error frame", "error frames")
     );
-    println!(
+    line!(
+        out,
         "slots       {} valid, {} incomplete, {} corrupt, {} empty{}",
         r.valid_frames,
         r.incomplete_slots.len(),
@@ -238,14 +258,15 @@ fn inspect(file: PathBuf, json: bool) -> ExitCode {
     );
     let sessions: Vec<String> = r.sessions.iter().map(|s| s.to_string()).collect();
     match sessions.len() {
-        0 => println!("sessions    none"),
-        1 => println!("sessions    one (number {})", sessions[0]),
-        n => println!(
+        0 => line!(out, "sessions    none"),
+        1 => line!(out, "sessions    one (number {})", sessions[0]),
+        n => line!(
+            out,
             "sessions    {n} (numbers {}): capture was restarted with --resume",
             sessions.join(", ")
         ),
     }
-    ExitCode::SUCCESS
+    emit(&out, ExitCode::SUCCESS)
 }
 
 fn verify(file: PathBuf, json: bool) -> ExitCode {
@@ -254,27 +275,59 @@ fn verify(file: PathBuf, json: bool) -> ExitCode {
         Err(code) => return code,
     };
     let ok = r.corrupt_slots.is_empty();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).expect("report serializes")
-        );
-    } else {
-        println!(
-            "{}: {} frames valid, {} corrupt, {} incomplete (in flight when capture stopped), {} empty",
-            if ok { "OK" } else { "FAILED" },
-            r.valid_frames,
-            r.corrupt_slots.len(),
-            r.incomplete_slots.len(),
-            r.empty_slots
-        );
-        if !ok {
-            println!("corrupt slots: {:?}", r.corrupt_slots);
-        }
-    }
-    if ok {
+    let code = if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED_CHECK)
+    };
+    let mut out = String::new();
+    if json {
+        out = serde_json::to_string_pretty(&r).expect("report serializes") + "\n";
+        return emit(&out, code);
+    }
+    line!(
+        out,
+        "{}: {} frames valid, {} corrupt, {} incomplete ({}), {} empty{}",
+        if ok { "OK" } else { "FAILED" },
+        r.valid_frames,
+        r.corrupt_slots.len(),
+        r.incomplete_slots.len(),
+        if r.live {
+            "being written"
+        } else {
+            "in flight when capture stopped"
+        },
+        r.empty_slots,
+        if r.live {
+            format!(
+                "; the file is being recorded now ({} slots changed while checked)",
+                r.busy_slots.len()
+            )
+        } else {
+            String::new()
+        }
+    );
+    if !ok {
+        let slots: Vec<String> = r.corrupt_slots.iter().map(|s| s.to_string()).collect();
+        line!(out, "corrupt slots: {}", slots.join(", "));
+    }
+    emit(&out, code)
+}
+
+/// Write the report; a reader that went away (`| head`, `| true`) ends
+/// the command quietly with its result, instead of a panic (exit 101).
+fn emit(text: &str, code: ExitCode) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            eprintln!("pagecam-analyzer: cannot write the report: {e}");
+            ExitCode::from(EXIT_UNREADABLE)
+        }
     }
 }

@@ -102,7 +102,9 @@ struct FrameLine {
     seq: u64,
     slot: u32,
     ts_ns: u64,
-    /// Capture timestamp to analysis done, microseconds.
+    /// The frame's capture timestamp (the driver's, CLOCK_MONOTONIC) to
+    /// analysis done, microseconds. Signed: a driver that dates frames
+    /// with their nominal time (vivid does) can date them slightly ahead.
     latency_us: f64,
     /// Capture published the frame to this analyzer holding it,
     /// microseconds (`null` for replayed frames).
@@ -313,7 +315,7 @@ impl Watcher {
                 seq,
                 slot: t.slot,
                 ts_ns: ts,
-                latency_us: us(monotonic_ns(), ts),
+                latency_us: (monotonic_ns() as i128 - ts as i128) as f64 / 1000.0,
                 notify_us: t.ready_ns.map(|r| us(held_ns, r)),
                 replayed: t.ready_ns.is_none(),
                 bytes: t.meta.bytes_used,
@@ -445,7 +447,7 @@ pub fn watch(args: WatchArgs) -> ExitCode {
             Ok(Event::End(end)) => {
                 break Ok(match end.reason {
                     EndReason::Finished => "capture finished",
-                    EndReason::Error => "capture stopped on an error",
+                    EndReason::Error | EndReason::Refused => "capture stopped on an error",
                 })
             }
             // Ctrl-Z and fg, or a signal to stop: look at the flag again.

@@ -155,6 +155,18 @@ pub struct Args {
     /// Disconnect an analyzer whose socket has stayed full this long.
     #[arg(long, value_parser = units::parse_duration, default_value = "5s", help_heading = "Analyzers")]
     pub stuck_timeout: Duration,
+    /// Give a new recording and the socket this group: its members may
+    /// read the recording and connect as analyzers, nobody else may
+    /// (recordings are 0640, sockets 0660). [default: capture's own group]
+    #[arg(long, value_name = "GROUP", help_heading = "Analyzers")]
+    pub group: Option<String>,
+    /// Also let this user connect as an analyzer (repeatable); root and
+    /// capture's own user always may.
+    #[arg(long = "allow-user", value_name = "USER", help_heading = "Analyzers")]
+    pub allow_users: Vec<String>,
+    /// Serve at most this many analyzers at once (more are refused).
+    #[arg(long, default_value_t = 64, help_heading = "Analyzers")]
+    pub max_analyzers: usize,
 
     /// Stop after this many frames.
     #[arg(long, help_heading = "When to stop")]

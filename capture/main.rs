@@ -258,6 +258,33 @@ fn layout_for(args: &Args, format: &FrameFormat, fps: f64) -> anyhow::Result<Lay
     Ok(layout)
 }
 
+/// Who may connect as an analyzer, and the group for the recording.
+fn access_of(args: &Args) -> Result<(pagecam::notify::Access, Option<u32>), Failure> {
+    use nix::unistd::{Group, User};
+    let usage = |m: String| Failure(EXIT_USAGE, anyhow::anyhow!(m));
+    let group = match &args.group {
+        Some(name) => Some(
+            Group::from_name(name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| usage(format!("--group {name}: no such group")))?
+                .gid
+                .as_raw(),
+        ),
+        None => None,
+    };
+    let mut uids = Vec::new();
+    for name in &args.allow_users {
+        let u = User::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| usage(format!("--allow-user {name}: no such user")))?;
+        uids.push(u.uid.as_raw());
+    }
+    let gids = vec![group.unwrap_or_else(|| nix::unistd::getegid().as_raw())];
+    Ok((pagecam::notify::Access { uids, gids }, group))
+}
+
 /// The recording to create (or resume) for this source.
 fn recording_plan(args: &Args, source: &dyn FrameSource) -> Result<RecordingPlan, Failure> {
     let format = source.format();
@@ -354,6 +381,7 @@ fn run(args: Args, handed_over: Vec<(String, std::os::fd::OwnedFd)>) -> Result<E
         p.push(".sock");
         PathBuf::from(p)
     });
+    let (access, group) = access_of(&args)?;
     let cfg = SessionConfig {
         output: output.clone(),
         plan: recording_plan(&args, source.as_ref())?,
@@ -379,6 +407,9 @@ fn run(args: Args, handed_over: Vec<(String, std::os::fd::OwnedFd)>) -> Result<E
         stuck_after: args.stuck_timeout,
         recover_ring,
         service: notify.clone(),
+        access,
+        max_clients: args.max_analyzers.max(1),
+        group,
     };
     let (mut session, opened) = Session::open(cfg).map_err(session_error)?;
     if let Some(r) = &opened.recovered {

@@ -8,6 +8,8 @@
 //! - `pipeline`: end to end with analyzers, wrap-around, kills, signals.
 //! - `bad_input`: bad paths, sizes, files and socket peers.
 //! - `durability`: kill -9 and resume, the writer lock, crash-safe creation.
+//! - `hostile`: other users, hostile and stuck peers, signals, exhausted
+//!   descriptors, full and copy-on-write disks.
 //! - `handover`: a killed capture's RAM ring written by the next one (fd store).
 //! - `systemd`: the units in systemd/ pass systemd-analyze verify.
 //! - `guest`: booting Debian kernels with vivid under qemu (tests/vm/vm.sh).
@@ -19,6 +21,7 @@ mod bad_input;
 mod durability;
 mod guest;
 mod handover;
+mod hostile;
 mod pipeline;
 mod powercut;
 mod systemd;

@@ -184,6 +184,26 @@ pub fn expected_crc(pattern: &Pattern, seq: u64) -> u32 {
     crc32c::crc32c(&buf)
 }
 
+/// Check every frame an analyzer accepted against the pattern, when the
+/// source may have dropped up to `drops` frames (a loaded machine): frame
+/// `seq` of the recording is then pattern frame `seq + k` for some
+/// `k <= drops`.
+pub fn assert_frames_match_pattern_with_drops(
+    frames: &[serde_json::Value],
+    pattern: &Pattern,
+    drops: u64,
+) {
+    for f in frames.iter().filter(|f| f.get("lost").is_none()) {
+        let seq = f["seq"].as_u64().unwrap();
+        let crc = f["crc32c"].as_u64().expect("analyzer run with --checksum") as u32;
+        assert!(
+            (0..=drops).any(|k| crc == expected_crc(pattern, seq + k)),
+            "frame {seq} as read by an analyzer is no pattern frame {seq}..={}: {f}",
+            seq + drops
+        );
+    }
+}
+
 /// Check every frame an analyzer accepted against the pattern. With no
 /// source drops, recording sequence == source sequence.
 pub fn assert_frames_match_pattern(frames: &[serde_json::Value], pattern: &Pattern) {

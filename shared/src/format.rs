@@ -514,8 +514,13 @@ pub struct Record {
     pub crc: u32,
 }
 
-/// CRC32C of record bytes `0..RECORD_CRC` for the given field values.
+/// CRC32C of record bytes `0..RECORD_CRC` for the given field values; 0
+/// for the blank record (all fields zero), which stays all zero bytes (a
+/// claim given back untouched restores a never-written slot to blank).
 pub fn record_crc(generation: u64, meta: &FrameMeta, crc: u32) -> u32 {
+    if generation == 0 && crc == 0 && *meta == FrameMeta::default() {
+        return 0;
+    }
     let mut b = [0u8; record::RECORD_CRC];
     put_u64(&mut b, record::GENERATION, generation);
     b[record::META].copy_from_slice(&meta.encode_meta());

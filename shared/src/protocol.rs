@@ -141,8 +141,13 @@ pub struct FrameNotice {
 /// Why the stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndReason {
+    /// 0: capture finished.
     Finished,
+    /// 1: capture stopped on an error (and any unknown value).
     Error,
+    /// 2: this analyzer was refused (not allowed, or too many), before any
+    /// hello.
+    Refused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,6 +272,7 @@ impl End {
         let reason = match self.reason {
             EndReason::Finished => 0,
             EndReason::Error => 1,
+            EndReason::Refused => 2,
         };
         put32(&mut b, at::end::REASON, reason);
         put64(&mut b, at::end::FRAMES, self.frames);
@@ -315,10 +321,10 @@ pub fn decode(b: &[u8]) -> Result<Message, ProtocolError> {
         KIND_HELLO => Message::Hello(Hello::decode(b)?),
         KIND_FRAME => Message::Frame(FrameNotice::decode(b)),
         KIND_END => Message::End(End {
-            reason: if get_u32(b, at::end::REASON) == 0 {
-                EndReason::Finished
-            } else {
-                EndReason::Error
+            reason: match get_u32(b, at::end::REASON) {
+                0 => EndReason::Finished,
+                2 => EndReason::Refused,
+                _ => EndReason::Error,
             },
             frames: get_u64(b, at::end::FRAMES),
         }),

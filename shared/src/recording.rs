@@ -38,22 +38,26 @@ pub enum RecordingError {
         needed: u64,
         available: u64,
     },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{path}: {source}")]
-    Format { path: PathBuf, source: FormatError },
+    // (The causes are shown in the message, not chained as `source`:
+    // chained, `{:#}` would print them twice.)
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
+    #[error("{path}: {error}")]
+    Format { path: PathBuf, error: FormatError },
     #[error("{0} is being recorded by another capture (it holds the writer lock)")]
     Locked(PathBuf),
     #[error("the filesystem of {0} cannot pre-allocate blocks (fallocate unsupported)")]
     NoFallocate(PathBuf),
     #[error("{0} is not a regular file")]
     NotAFile(PathBuf),
+    #[error("{path} is on a copy-on-write filesystem (btrfs) and cannot be made No_COW ({error}): pre-allocated space would not be reserved for rewrites, and a full disk would stop recording; use another filesystem, or a directory with `chattr +C`")]
+    CopyOnWrite { path: PathBuf, error: io::Error },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecordingError + '_ {
-    move |source| RecordingError::Io {
+    move |error| RecordingError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -190,10 +194,21 @@ pub fn create(
         .map_err(io_err(&partial))?;
     let mut new = NewRecording {
         partial,
-        dir,
+        dir: dir.clone(),
         rec: None,
     };
     lock_exclusive(&file, path)?;
+    // Copy-on-write filesystems write every rewrite to new blocks, so
+    // pre-allocation would reserve nothing for the second lap: make the
+    // file No_COW while it is still empty (btrfs honours it only then).
+    if sys::filesystem_type(&dir).ok() == Some(sys::BTRFS_SUPER_MAGIC) {
+        if let Err(error) = sys::set_nocow(&file) {
+            return Err(RecordingError::CopyOnWrite {
+                path: path.to_path_buf(),
+                error,
+            });
+        }
+    }
     allocate(&file, path, size, available, prealloc)?;
     file.write_all_at(&header.encode(), 0)
         .map_err(io_err(path))?;
@@ -263,6 +278,15 @@ fn allocate(
 pub fn resume(path: &Path) -> Result<RecordingFile, RecordingError> {
     let file = open_regular(path, true)?;
     lock_exclusive(&file, path)?;
+    if sys::filesystem_type(&dir_of(path)).ok() == Some(sys::BTRFS_SUPER_MAGIC)
+        && !sys::is_nocow(&file).unwrap_or(false)
+    {
+        tracing::warn!(
+            "{} is on btrfs without No_COW (made by an older pagecam?): a full disk will stop \
+             recording; recreate it to have it made No_COW",
+            path.display()
+        );
+    }
     let header = read_header(&file, path)?;
     let reader = RecordingReader::from_file(file.try_clone().map_err(io_err(path))?, path)?;
     let records = reader.records().map_err(io_err(path))?;
@@ -278,7 +302,7 @@ pub fn resume(path: &Path) -> Result<RecordingFile, RecordingError> {
         .checked_add(1)
         .ok_or_else(|| RecordingError::Format {
             path: path.to_path_buf(),
-            source: FormatError::Inconsistent("session numbers are exhausted".into()),
+            error: FormatError::Inconsistent("session numbers are exhausted".into()),
         })?;
     let newest = reader.newest_valid(&records).map_err(io_err(path))?;
     let (next_sequence, next_slot) = match newest {
@@ -288,7 +312,7 @@ pub fn resume(path: &Path) -> Result<RecordingFile, RecordingError> {
                 .checked_add(1)
                 .ok_or_else(|| RecordingError::Format {
                     path: path.to_path_buf(),
-                    source: FormatError::Inconsistent("sequence numbers are exhausted".into()),
+                    error: FormatError::Inconsistent("sequence numbers are exhausted".into()),
                 })?;
             (next, (slot + 1) % n)
         }
@@ -340,9 +364,9 @@ fn read_header_versioned(file: &File, path: &Path) -> Result<(Header, u32), Reco
     let len = file.metadata().map_err(io_err(path))?.len();
     let mut buf = vec![0u8; HEADER_SIZE as usize];
     let n = read_up_to(file, &mut buf, 0).map_err(io_err(path))?;
-    let fmt_err = |source| RecordingError::Format {
+    let fmt_err = |error| RecordingError::Format {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let (header, version) = Header::decode_versioned(&buf[..n]).map_err(fmt_err)?;
     if len < header.layout.file_size {
@@ -461,6 +485,11 @@ impl RecordingReader {
     /// The format version the recording was created with.
     pub fn version(&self) -> u32 {
         self.version
+    }
+
+    /// A capture is recording this file right now (it holds the writer lock).
+    pub fn is_live(&self) -> bool {
+        sys::writer_lock_held(&self.file)
     }
 
     pub fn header(&self) -> &Header {

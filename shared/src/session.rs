@@ -12,6 +12,7 @@
 //! ended; the socket is removed.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use thiserror::Error;
 
 use crate::capture::{self, Counters, Limits, LoopContext, Summary};
 use crate::format::{FrameFormat, Header, Layout};
-use crate::notify::{Notifier, NotifierConfig, NotifyError};
+use crate::notify::{Access, Notifier, NotifierConfig, NotifyError};
 use crate::persist::direct::{self, Queue, Recovered};
 use crate::persist::writeback::{self, Placement};
 use crate::persist::{PersistConfig, PersistStats, Persister};
@@ -61,6 +62,13 @@ pub struct SessionConfig {
     pub recover_ring: Option<File>,
     /// The service manager (the RAM ring is put in its descriptor store).
     pub service: Arc<Notify>,
+    /// Who may connect as an analyzer.
+    pub access: Access,
+    /// Serve at most this many analyzers.
+    pub max_clients: usize,
+    /// Give a new recording and the socket this group (analyzers run in
+    /// it: they get read access, nobody else does).
+    pub group: Option<u32>,
 }
 
 #[derive(Debug, Error)]
@@ -161,7 +169,7 @@ impl Session {
             RecordingPlan::Resume { create: None } => {
                 return Err(RecordingError::Io {
                     path: cfg.output.clone(),
-                    source: std::io::ErrorKind::NotFound.into(),
+                    error: std::io::ErrorKind::NotFound.into(),
                 }
                 .into())
             }
@@ -206,7 +214,7 @@ impl Session {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| RecordingError::Io {
                 path: cfg.output.clone(),
-                source: e,
+                error: e,
             })?;
         let notifier = Arc::new(Notifier::bind(NotifierConfig {
             path: cfg.socket.clone(),
@@ -223,7 +231,27 @@ impl Session {
             },
             progress: ring.progress().clone(),
             stuck_after: cfg.stuck_after,
+            access: cfg.access.clone(),
+            max_clients: cfg.max_clients,
         })?);
+        if let Some(gid) = cfg.group {
+            let gid = nix::unistd::Gid::from_raw(gid);
+            let chgrp = |p: &Path| nix::unistd::chown(p, None, Some(gid));
+            if new.is_some() {
+                nix::unistd::fchown(rec.file.as_raw_fd(), None, Some(gid)).map_err(|e| {
+                    RecordingError::Io {
+                        path: cfg.output.clone(),
+                        error: e.into(),
+                    }
+                })?;
+            }
+            chgrp(&cfg.socket).map_err(|e| {
+                SessionError::Socket(NotifyError::Socket {
+                    path: cfg.socket.clone(),
+                    error: e.into(),
+                })
+            })?;
+        }
         // Everything that can fail before recording has succeeded: only now
         // does a new recording appear at its path.
         let rec = match new {
@@ -383,7 +411,7 @@ fn clone_recording(rec: &RecordingFile, path: &Path) -> Result<RecordingFile, Re
         path: rec.path.clone(),
         file: rec.file.try_clone().map_err(|e| RecordingError::Io {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         })?,
         header: rec.header.clone(),
         start: rec.start,

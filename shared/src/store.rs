@@ -50,10 +50,10 @@ impl StoreKind {
 pub enum StoreError {
     #[error("cannot map the recording: {0}")]
     Map(#[from] MapError),
-    #[error("cannot create the RAM ring ({what}): {source}")]
+    #[error("cannot create the RAM ring ({what}): {error}")]
     Memfd {
         what: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("RAM ring of {slots} slots: {why}")]
     Geometry { slots: u32, why: String },
@@ -114,7 +114,7 @@ impl FrameStore {
                 why: e.to_string(),
             })?;
         header.on_full = OnFull::Wrap;
-        let err = |what| move |source| StoreError::Memfd { what, source };
+        let err = |what| move |error| StoreError::Memfd { what, error };
         let f = sys::memfd("pagecam-ring").map_err(err("memfd_create"))?;
         f.set_len(header.layout.file_size)
             .map_err(err("ftruncate"))?;
@@ -185,7 +185,7 @@ impl LiveStore {
         let header = read_header(file, name)?;
         let map = Mapping::map_read_only(file, header.layout).map_err(|e| RecordingError::Io {
             path: name.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
+            error: std::io::Error::other(e.to_string()),
         })?;
         Ok(LiveStore { header, map })
     }

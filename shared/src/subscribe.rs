@@ -16,23 +16,23 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    connect, recv, recvmsg, send, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned,
-    MsgFlags, SockFlag, SockType, UnixAddr,
+    connect, getsockopt, recv, recvmsg, send, setsockopt, socket, sockopt, AddressFamily,
+    ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 use nix::sys::time::{TimeVal, TimeValLike};
 use thiserror::Error;
 
 use crate::format::{generation_state, FrameMeta, GenerationState};
-use crate::protocol::{self, End, FrameNotice, Hello, Message, Progress, ProtocolError};
+use crate::protocol::{self, End, EndReason, FrameNotice, Hello, Message, Progress, ProtocolError};
 use crate::recording::{RecordingError, RecordingReader};
 use crate::store::LiveStore;
 
 #[derive(Debug, Error)]
 pub enum SubscribeError {
-    #[error("cannot connect to capture at {path}: {source} (is pagecam-capture running?)")]
+    #[error("cannot connect to capture at {path}: {error} (is pagecam-capture running?)")]
     Connect {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("capture sent a bad message: {0}")]
     Protocol(#[from] ProtocolError),
@@ -40,6 +40,14 @@ pub enum SubscribeError {
     NoDescriptor { got: usize, want: usize },
     #[error("capture sent an unexpected message: {0:?}")]
     Unexpected(Box<Message>),
+    #[error("capture refused this analyzer (not an allowed user or group, or too many analyzers: see capture's log)")]
+    Refused,
+    #[error("{path} is served by uid {served_by}, but the socket belongs to uid {owner}: not trusting it")]
+    Impostor {
+        path: PathBuf,
+        served_by: u32,
+        owner: u32,
+    },
     #[error("capture's hello does not match the recording header")]
     Mismatch,
     #[error(transparent)]
@@ -112,19 +120,50 @@ impl Subscription {
     /// check it against the hello. `idle` bounds how long `next_event`
     /// waits for a notice.
     pub fn connect(path: &Path, idle: Duration) -> Result<Self, SubscribeError> {
-        let conn = |source: std::io::Error| SubscribeError::Connect {
+        let conn = |error: std::io::Error| SubscribeError::Connect {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let sock = socket(
             AddressFamily::Unix,
             SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
             None,
         )
         .map_err(|e| conn(e.into()))?;
         let addr = UnixAddr::new(path).map_err(|e| conn(e.into()))?;
-        connect(sock.as_raw_fd(), &addr).map_err(|e| conn(e.into()))?;
+        // Non-blocking: a full backlog (capture too busy or out of
+        // descriptors) answers EAGAIN instead of hanging; retry until `idle`.
+        let deadline = std::time::Instant::now() + idle;
+        loop {
+            match connect(sock.as_raw_fd(), &addr) {
+                Ok(()) => break,
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(Errno::EAGAIN) => return Err(SubscribeError::Idle(idle)),
+                Err(e) => return Err(conn(e.into())),
+            }
+        }
+        let flags = nix::fcntl::fcntl(sock.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(std::io::Error::from)?;
+        let blocking =
+            nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(sock.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(blocking))
+            .map_err(std::io::Error::from)?;
+        // Is this capture, or someone who put a socket where capture's would
+        // be? The server must be the socket file's owner.
+        let served_by = getsockopt(&sock, sockopt::PeerCredentials)
+            .map_err(std::io::Error::from)?
+            .uid();
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(path)?);
+        if served_by != owner {
+            return Err(SubscribeError::Impostor {
+                path: path.to_path_buf(),
+                served_by,
+                owner,
+            });
+        }
         // time_t is 32 bits on 32-bit glibc: a year is the longest wait.
         let micros = idle.min(Duration::from_secs(365 * 86400)).as_micros() as i64;
         let tv = TimeVal::microseconds(micros.max(1));
@@ -165,6 +204,10 @@ impl Subscription {
         }
         let hello = match protocol::decode(&buf[..n])? {
             Message::Hello(h) => h,
+            Message::End(End {
+                reason: EndReason::Refused,
+                ..
+            }) => return Err(SubscribeError::Refused),
             other => return Err(SubscribeError::Unexpected(Box::new(other))),
         };
         let want = protocol::descriptors_for(hello.store_kind);

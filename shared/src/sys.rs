@@ -92,6 +92,50 @@ pub fn filesystem_type(dir: &Path) -> io::Result<i64> {
 }
 
 pub const BTRFS_SUPER_MAGIC: i64 = 0x9123683e;
+
+/// `FS_NOCOW_FL` (chattr +C): rewrite blocks in place.
+const FS_NOCOW_FL: libc::c_long = 0x0080_0000;
+
+fn fs_flags_request(write: bool) -> nix::sys::ioctl::ioctl_num_type {
+    // FS_IOC_GETFLAGS / FS_IOC_SETFLAGS: declared with `long`, though the
+    // kernel reads and writes an int (a `long` buffer covers both).
+    if write {
+        nix::request_code_write!(b'f', 2, std::mem::size_of::<libc::c_long>())
+    } else {
+        nix::request_code_read!(b'f', 1, std::mem::size_of::<libc::c_long>())
+    }
+}
+
+/// Whether the file has the No_COW attribute (btrfs `chattr +C`).
+pub fn is_nocow(file: &File) -> io::Result<bool> {
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes at most a `long` into `flags`, which
+    // lives across the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), fs_flags_request(false) as _, &mut flags) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(flags & FS_NOCOW_FL != 0)
+}
+
+/// Set No_COW on an empty file (btrfs only honours it before any data):
+/// blocks are then rewritten in place, so pre-allocation reserves the
+/// space for every later write, as on ext4.
+pub fn set_nocow(file: &File) -> io::Result<()> {
+    let mut flags: libc::c_long = 0;
+    // SAFETY: as in `is_nocow`.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), fs_flags_request(false) as _, &mut flags) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    flags |= FS_NOCOW_FL;
+    // SAFETY: FS_IOC_SETFLAGS reads a `long` from `flags`.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), fs_flags_request(true) as _, &flags) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
 pub const TMPFS_MAGIC: i64 = 0x01021994;
 
 /// A new memfd, sealable, close-on-exec.
@@ -147,18 +191,108 @@ pub fn reopen(file: &File, flags: libc::c_int) -> io::Result<File> {
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// Take an exclusive, non-blocking `flock`; `Ok(false)` if another holds it.
+/// Take the writer lock of a file opened for writing: an open-file-
+/// description write lock over the whole file (`F_OFD_SETLK`, `F_WRLCK`),
+/// non-blocking; `Ok(false)` if another holds it. Unlike `flock`, a write
+/// lock needs a descriptor opened for writing, so a user who can only read
+/// the recording cannot take it and block capture.
 pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
-    // SAFETY: flock on a valid descriptor; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    // OFD locks take the 64-bit `struct flock64` on 32-bit architectures;
+    // there the raw fcntl64 system call is used, so no C library can pass
+    // it a struct of the wrong width.
+    #[cfg(target_pointer_width = "32")]
+    type Lock = libc::flock64;
+    #[cfg(not(target_pointer_width = "32"))]
+    type Lock = libc::flock;
+    // SAFETY: an all-zero lock struct is a valid value; the fields that
+    // matter are set below.
+    let mut lock: Lock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // l_start = 0, l_len = 0: the whole file, however long; l_pid = 0 as
+    // F_OFD_SETLK requires.
+    // SAFETY: fcntl with a pointer to a lock struct of the width the call
+    // expects, which lives across the call.
+    #[cfg(target_pointer_width = "32")]
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fcntl64,
+            file.as_raw_fd(),
+            libc::F_OFD_SETLK,
+            &lock as *const Lock,
+        ) as libc::c_int
+    };
+    // SAFETY: as above.
+    #[cfg(not(target_pointer_width = "32"))]
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
     if rc == 0 {
         return Ok(true);
     }
     let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Whether some process holds the writer lock (`try_lock_exclusive`) of
+/// this file: a capture is recording it. Works on a read-only descriptor.
+pub fn writer_lock_held(file: &File) -> bool {
+    #[cfg(target_pointer_width = "32")]
+    type Lock = libc::flock64;
+    #[cfg(not(target_pointer_width = "32"))]
+    type Lock = libc::flock;
+    // SAFETY: an all-zero lock struct is a valid value.
+    let mut lock: Lock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: F_OFD_GETLK fills the lock struct, which lives across the call.
+    #[cfg(target_pointer_width = "32")]
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fcntl64,
+            file.as_raw_fd(),
+            libc::F_OFD_GETLK,
+            &mut lock as *mut Lock,
+        ) as libc::c_int
+    };
+    // SAFETY: as above.
+    #[cfg(not(target_pointer_width = "32"))]
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+    rc == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
+}
+
+/// `SO_PEERGROUPS` (Linux 4.13+; the same number on every architecture
+/// pagecam targets).
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// The supplementary groups of a Unix socket's peer (`SO_PEERGROUPS`).
+pub fn peer_groups(sock: &impl AsRawFd) -> io::Result<Vec<u32>> {
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` has `len` writable bytes; the kernel writes at
+        // most that many and sets `len` to what it wrote (or needs).
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && n > groups.len() && n <= 65536 {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Err(e);
     }
 }
 

@@ -249,7 +249,9 @@ impl Writer {
             } else if due {
                 last_sync = Instant::now();
             }
-            if stopping && q.frames.is_empty() {
+            // Stopping: once everything is written, or at once after a
+            // failure (what is left in the queue will not be written).
+            if stopping && (q.frames.is_empty() || st.failed()) {
                 break;
             }
             if !wrote {
