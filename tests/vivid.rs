@@ -105,7 +105,7 @@ pub(crate) fn colorbar_line(fmt: u32, width: usize) -> Vec<u8> {
 /// Every valid frame of the recording is vivid's colour bars on every line
 /// of its first plane: real frames, not zeros or stale memory. Returns the
 /// number of frames checked.
-fn assert_colorbars(path: &Path) -> usize {
+pub(crate) fn assert_colorbars(path: &Path) -> usize {
     let reader = RecordingReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let f = reader.header().format;
     let want = colorbar_line(f.fourcc, f.width as usize);
