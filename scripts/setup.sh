@@ -3,8 +3,8 @@
 # runs, not by looking for file names:
 #
 #   scripts/setup.sh          building: a C compiler that can link a program
-#                             (rustc links through `cc`), libclang while the
-#                             dependency graph has bindgen (Cargo.lock),
+#                             (rustc links through `cc`), libclang only if
+#                             the build runs bindgen (cargo tree),
 #                             systemd-analyze (the unit tests verify systemd/)
 #   scripts/setup.sh --test   also what scripts/test.sh needs beyond building:
 #                             qemu and the guest tools (tests/vm/vm.sh), the
@@ -51,10 +51,20 @@ cc_links() {
         cc "$tmp/t.c" -o "$tmp/t" >/dev/null 2>&1
 }
 
-# bindgen_needed: v4l2-sys-mit generates its bindings with bindgen at build
-# time, which loads libclang. Goes away (and with it libclang) once the
-# bindings are checked in.
-bindgen_needed() { grep -q '^name = "bindgen"$' Cargo.lock; }
+# bindgen_needed: does the build run bindgen (which loads libclang)? The v4l
+# crate's v4l2-sys-mit generates its bindings with it at build time. Asked
+# of cargo, as the build resolves it: Cargo.lock also lists optional
+# dependencies the default build never compiles (once the V4L2 bindings are
+# checked in, the v4l crate is such a feature). Falls back to Cargo.lock
+# when cargo cannot answer (offline, no index yet).
+bindgen_needed() {
+    local tree
+    if tree=$(cargo tree -q --prefix none -f '{p}' 2>/dev/null); then
+        grep -q '^bindgen ' <<<"$tree"
+    else
+        grep -q '^name = "bindgen"$' Cargo.lock
+    fi
+}
 
 # libclang_loadable: a libclang that clang-sys (bindgen's loader) would find:
 # libclang.so[.N] or libclang-N.so[.M]. libclang-cpp.so.N is a different
