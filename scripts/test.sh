@@ -1,18 +1,73 @@
 #!/usr/bin/env bash
 # Every check CI runs: formatting, lints, docs, unit and integration tests,
-# and the vivid tests in qemu guests (Linux 6.1 and 6.12), which
-# tests/vm/vm.sh prepares (Debian packages, kernel downloads, cached outside
-# the repository in PAGECAM_VM_CACHE, default /var/cache/pagecam-vm).
+# the vivid tests in qemu guests (x86_64 Linux 6.1 and 6.12, and arm64 Linux
+# 6.1 with the static aarch64 build), the aarch64 cross builds, and the
+# fresh-machine check of the README's commands.
+#
+# Installs what it needs through scripts/setup.sh --test; tests/vm/vm.sh
+# fetches the kernels (cached outside the repository in PAGECAM_VM_CACHE,
+# default /var/cache/pagecam-vm, as is fresh-machine.sh's Debian root).
+#
+# Order, for a 2-core machine: every compile step runs alone (cargo uses
+# both cores), then the host tests, which run the pipeline at real frame
+# rates, then the qemu guests, each of which keeps cores busy (cargo runs
+# two at a time; the arm64 one joins the x86_64 ones), then the fresh-machine
+# check, which builds everything twice more from nothing.
+#
+#   PAGECAM_SKIP_VM=1     leave out the qemu guests (they say NOT RUN)
+#   PAGECAM_SKIP_FRESH=1  leave out the fresh-machine check (needs root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+
+timings=()
+t_all=$SECONDS
+step() { # step NAME COMMAND...: run it, note how long it took
+    local name=$1 t0=$SECONDS
+    shift
+    echo "== $name" >&2
+    "$@"
+    timings+=("$(printf '%5ds  %s' $((SECONDS - t0)) "$name")")
+}
+report() {
+    local rc=$?
+    # Tables the tests measured (cargo hides a passing test's output).
+    for f in "${CARGO_TARGET_DIR:-target}"/test-reports/*.txt; do
+        [ -e "$f" ] && { echo "== $(basename "$f" .txt)"; cat "$f"; echo; } >&2
+    done
+    ((${#timings[@]})) && printf '%s\n' "== timings" "${timings[@]}" \
+        "$(printf '%5ds  total' $((SECONDS - t_all)))" >&2
+    ((rc == 0)) || echo "== FAILED (exit $rc)" >&2
+    exit "$rc"
+}
+trap report EXIT
+
+rm -rf "${CARGO_TARGET_DIR:-target}/test-reports"
+step "setup (scripts/setup.sh --test)" scripts/setup.sh --test
 if [ -z "${PAGECAM_SKIP_VM:-}" ]; then
-    tests/vm/vm.sh prepare 6.1 6.12
+    step "vm.sh prepare (x86_64 6.1, 6.12; arm64 6.1)" \
+        bash -c 'tests/vm/vm.sh prepare 6.1 6.12 && tests/vm/vm.sh prepare --arch arm64 6.1'
 fi
-cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo doc" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+# The static aarch64 build runs in the arm64 guest; the gnu ones prove the
+# glibc builds link (cross.sh prints the glibc they need).
+step "cross builds (aarch64 gnu, musl; armv7 gnueabihf)" \
+    scripts/cross.sh aarch64-unknown-linux-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf
+export PAGECAM_AARCH64_BIN_DIR=$PWD/${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-musl/release
+step "build tests" cargo test --workspace --no-run --quiet
 # Host tests first, then the qemu guests on their own: a TCG guest keeps
 # both cores busy, and the host tests run the pipeline at real frame rates.
-cargo test --workspace -- --skip vivid:: --skip powercut::
-cargo test --test tests -- vivid:: powercut::
+step "host tests" cargo test --workspace -- --skip vivid:: --skip powercut:: --skip arm64::
+step "qemu guests (vivid, powercut, arm64)" cargo test --test tests -- vivid:: powercut:: arm64::
+if [ -n "${PAGECAM_SKIP_FRESH:-}" ]; then
+    echo "NOT RUN: fresh-machine check (PAGECAM_SKIP_FRESH is set)" >&2
+elif [ "$(id -u)" != 0 ]; then
+    echo "fresh-machine check: needs root (debootstrap, mount, chroot); run as root or set PAGECAM_SKIP_FRESH=1" >&2
+    exit 1
+else
+    # clang-format brings libclang-cpp.so.14 and no libclang: the machine
+    # state that fooled setup.sh's old libclang check (pins that bug).
+    step "fresh Debian 12 machine (scripts/fresh-machine.sh)" \
+        scripts/fresh-machine.sh --with clang-format
+fi

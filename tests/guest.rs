@@ -5,6 +5,11 @@
 //! These tests need no camera or loadable modules on the host. Set
 //! `PAGECAM_SKIP_VM=1` to leave them out on a machine that cannot run qemu:
 //! they then print that they did NOT run (CI never sets it).
+//!
+//! A [`Guest`] describes the boot (kernel, disk, vivid options); a
+//! [`GuestArch`] what runs there: the machine (`vm.sh --arch`) and the
+//! binaries built for it. [`Guest::run`] boots the x86_64 guest with this
+//! build's binaries, [`Guest::run_on`] any other.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +29,53 @@ pub fn skipped(test: &str) -> bool {
 
 pub fn vm_sh() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/vm.sh")
+}
+
+/// The guest's architecture and the `pagecam-capture` and
+/// `pagecam-analyzer` executables put into it (`vm.sh --bin`).
+pub struct GuestArch {
+    /// `vm.sh --arch`: `x86_64` or `arm64`.
+    pub vm_arch: &'static str,
+    /// What the binaries are, for messages (e.g. "aarch64 musl").
+    pub label: &'static str,
+    pub capture: PathBuf,
+    pub analyzer: PathBuf,
+    /// Also put v4l2-ctl in the guest (`vm.sh --v4l2-ctl`, x86_64 only).
+    pub v4l2_ctl: bool,
+}
+
+impl GuestArch {
+    /// The x86_64 guest with the binaries of this build.
+    pub fn host() -> GuestArch {
+        GuestArch {
+            vm_arch: "x86_64",
+            label: "x86_64",
+            capture: CAPTURE.into(),
+            analyzer: ANALYZER.into(),
+            v4l2_ctl: true,
+        }
+    }
+
+    /// The arm64 guest with the binaries in `dir`, which must be static
+    /// (vm.sh refuses dynamic ones: the guest has no C library). 32-bit
+    /// ARM binaries run there too, through the kernel's CONFIG_COMPAT.
+    pub fn arm64(label: &'static str, dir: &Path) -> GuestArch {
+        let arch = GuestArch {
+            vm_arch: "arm64",
+            label,
+            capture: dir.join("pagecam-capture"),
+            analyzer: dir.join("pagecam-analyzer"),
+            v4l2_ctl: false,
+        };
+        for bin in [&arch.capture, &arch.analyzer] {
+            assert!(
+                bin.is_file(),
+                "{label}: {} does not exist (build it with scripts/cross.sh)",
+                bin.display()
+            );
+        }
+        arch
+    }
 }
 
 pub struct Guest<'a> {
@@ -46,16 +98,27 @@ pub struct GuestRun {
 }
 
 impl Guest<'_> {
-    /// Boot and run `script`. A kernel that dies before the command starts
-    /// is booted again (at most twice): Debian's 6.12 under qemu TCG with 2
-    /// vCPUs now and then takes an "Oops: int3" in early boot (a jump label
-    /// patched while the other vCPU runs it; about 1 boot in 30 here). Nothing
-    /// has touched the disk then. A guest that dies later is a failure.
+    /// Boot the x86_64 guest with this build's binaries and run `script`;
+    /// see [`Guest::run_on`].
     pub fn run(&self, script: &str) -> GuestRun {
+        self.run_on(&GuestArch::host(), script)
+    }
+
+    /// Boot `arch`'s guest and run `script`. A kernel that dies before the
+    /// command starts is booted again (at most twice): Debian's 6.12 under
+    /// qemu TCG with 2 vCPUs now and then takes an "Oops: int3" in early boot
+    /// (a jump label patched while the other vCPU runs it; about 1 boot in 30
+    /// here). Nothing has touched the disk then. A guest that dies later is a
+    /// failure.
+    pub fn run_on(&self, arch: &GuestArch, script: &str) -> GuestRun {
         let mut attempt = 1;
         loop {
-            let run = self.run_once(script);
-            let died_booting = run.code == Some(125) && !run.harness.contains("booted in");
+            let run = self.run_once(arch, script);
+            // (vm.sh's own errors, e.g. a refused --bin, also exit 125
+            // before any boot: those are not retried.)
+            let died_booting = run.code == Some(125)
+                && !run.harness.contains("booted in")
+                && !run.harness.contains("[vm.sh] error:");
             if !died_booting || attempt == 3 {
                 assert_ne!(
                     run.code,
@@ -68,25 +131,21 @@ impl Guest<'_> {
                 return run;
             }
             eprintln!(
-                "guest {}: the kernel died while booting (qemu TCG flake): booting again\n{}",
-                self.kernel, run.harness
+                "guest {} {}: the kernel died while booting (qemu TCG flake): booting again\n{}",
+                arch.vm_arch, self.kernel, run.harness
             );
             attempt += 1;
         }
     }
 
-    fn run_once(&self, script: &str) -> GuestRun {
+    fn run_once(&self, arch: &GuestArch, script: &str) -> GuestRun {
         let mut cmd = Command::new(vm_sh());
-        cmd.args([
-            "run",
-            "--kernel",
-            self.kernel,
-            "--v4l2-ctl",
-            "--bin",
-            CAPTURE,
-            "--bin",
-            ANALYZER,
-        ]);
+        cmd.args(["run", "--arch", arch.vm_arch, "--kernel", self.kernel]);
+        if arch.v4l2_ctl {
+            cmd.arg("--v4l2-ctl");
+        }
+        cmd.arg("--bin").arg(&arch.capture);
+        cmd.arg("--bin").arg(&arch.analyzer);
         cmd.arg("--disk").arg(self.disk);
         if let Some(size) = self.mkdisk {
             cmd.args(["--mkdisk", size]);

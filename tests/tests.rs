@@ -15,8 +15,10 @@
 //! - `guest`: booting Debian kernels with vivid under qemu (tests/vm/vm.sh).
 //! - `vivid`: the same binaries against the vivid camera on Linux 6.1 and 6.12.
 //! - `powercut`: power cuts (qemu SIGKILL) while recording vivid on Linux 6.1 and 6.12.
+//! - `arm64`: the static aarch64 build against vivid on Debian's arm64 Linux 6.1 (qemu).
 
 mod analytics;
+mod arm64;
 mod bad_input;
 mod durability;
 mod guest;

@@ -111,7 +111,7 @@ pub(crate) fn colorbar_line(fmt: u32, width: usize) -> Vec<u8> {
 /// Every valid frame of the recording is vivid's colour bars on every line
 /// of its first plane: real frames, not zeros or stale memory. Returns the
 /// number of frames checked.
-fn assert_colorbars(path: &Path) -> usize {
+pub(crate) fn assert_colorbars(path: &Path) -> usize {
     let reader = RecordingReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let f = reader.header().format;
     let want = colorbar_line(f.fourcc, f.width as usize);
@@ -142,7 +142,7 @@ fn assert_colorbars(path: &Path) -> usize {
 /// Every frame an analyzer accepted (its `--checksum` CRC of the frame as
 /// read in place) is, byte for byte, the frame the file holds for that
 /// sequence.
-fn analyzer_matches_file(rec: &Path, jsonl: &str, log: &str) {
+pub(crate) fn analyzer_matches_file(rec: &Path, jsonl: &str, log: &str) {
     let reader = RecordingReader::open(rec).unwrap();
     let by_seq: std::collections::HashMap<u64, u32> = reader
         .scan()

@@ -19,6 +19,10 @@ export HOME=/root
 export XDG_RUNTIME_DIR=/run/user/0
 cfg=/etc/pagecam-vm
 
+# arm64 guests: vm.sh cannot run a foreign busybox to make its applet links,
+# so their base archive has /bin/sh only; busybox makes the rest (~0.1 s).
+[ -e /usr/bin/mount ] || /usr/bin/busybox --install -s
+
 # No /dev/console exists in the initramfs (making device nodes needs root on
 # the host), so the kernel started us without stdio: mount devtmpfs first,
 # then attach stdio to the console.

@@ -2,13 +2,13 @@
 # vm.sh - boot a real Debian kernel under qemu (TCG) with the vivid virtual
 # V4L2 camera loaded, run a command in it, and report its output and status.
 #
-#   vm.sh prepare [6.1] [6.12]
+#   vm.sh prepare [--arch x86_64|arm64] [6.1] [6.12]
 #       Install host packages, fetch+unpack the kernels, build the cached base
 #       initramfs. Optional: `run` and `shell` prepare what they miss.
-#   vm.sh run --kernel 6.1|6.12 [options] -- 'guest shell command...'
+#   vm.sh run [--arch x86_64|arm64] --kernel 6.1|6.12 [options] -- 'command...'
 #       Output of the command (stdout+stderr, merged) goes to our stdout; we
 #       exit with the command's exit status.  Harness messages go to stderr.
-#   vm.sh shell --kernel 6.1|6.12 [options] [-- 'command run first']
+#   vm.sh shell [--arch ...] --kernel 6.1|6.12 [options] [-- 'command run first']
 #       Interactive busybox shell in the guest ('exit' powers off,
 #       Ctrl-A x kills qemu).
 #   vm.sh pull IMG GUESTPATH HOSTPATH
@@ -16,9 +16,14 @@
 #       GUESTPATH is the path in the image; a leading /data is accepted.
 #
 # Options of run/shell:
+#   --arch x86_64|arm64      guest architecture (default x86_64). arm64 boots
+#                            Debian's arm64 kernel on qemu-system-aarch64
+#                            (-M virt -cpu cortex-a72), with arm64 busybox
 #   --kernel 6.1|6.12        kernel series (required)
 #   --bin HOSTPATH           copy an executable to /usr/bin in the guest, with
-#                            its shared libraries (ldd); repeatable
+#                            its shared libraries (ldd); repeatable. arm64
+#                            guests have no C library: static aarch64 (or
+#                            32-bit arm, run through CONFIG_COMPAT) only
 #   --add HOSTPATH:GUESTPATH copy a file into the guest; repeatable
 #   --disk IMG               attach IMG (raw) as virtio disk, mounted ext4 at
 #                            /data; the command then runs in /data (else /tmp)
@@ -26,6 +31,7 @@
 #                            SIZE (e.g. 64M) with a fresh ext4 file system
 #   --vivid 'OPTIONS'        options for `modprobe vivid` (e.g. 'node_types=0x1')
 #   --v4l2-ctl               also put v4l2-ctl (Debian's v4l-utils) in the guest
+#                            (x86_64 only: it is the host's dynamic binary)
 #   --timeout SEC            kill qemu after SEC seconds -> exit 124
 #                            (default 600 for run, none for shell; 0 = none)
 #   --kill-on MARKER         power-cut simulation: when a console line contains
@@ -43,12 +49,16 @@
 #                              holds .debs, unpacked kernels, base initramfs
 #   PAGECAM_VM_KERNEL_PKG_6_1  pin the kernel package (else newest in apt)
 #   PAGECAM_VM_KERNEL_PKG_6_12
+#   PAGECAM_VM_KERNEL_PKG_ARM64_6_1, PAGECAM_VM_KERNEL_PKG_ARM64_6_12
+#                              the same for --arch arm64
 #   PAGECAM_VM_BZIMAGE=1       boot the compressed vmlinuz (default: the
 #                              cached uncompressed vmlinux via PVH, faster)
 #
 # Design notes:
 # * Nothing prebuilt lives in the repo: kernels come from Debian packages
-#   (apt-get download + dpkg -x), busybox from busybox-static.
+#   (apt-get download + dpkg -x), busybox from busybox-static. For arm64 the
+#   host gets arm64 as a dpkg foreign architecture (apt lists only; no arm64
+#   package is installed on the host, they are unpacked into the cache).
 # * The initrd is two concatenated cpio archives (the kernel accepts that):
 #   a cached per-kernel base (busybox + modules) and a small per-run one
 #   (/init, config, the command, --bin/--add files).
@@ -72,6 +82,16 @@ readonly BASE_FORMAT=2
 # CPU has no SSE4.2 for crc32c-intel.
 readonly DISK_MODULES=(virtio_pci virtio_blk crc32c_generic ext4)
 readonly EXIT_HARNESS=125 EXIT_TIMEOUT=124 EXIT_POWERCUT=137
+
+# Guest architecture (--arch); set_arch runs before anything else.
+ARCH=x86_64 DEB_ARCH=amd64 QEMU=qemu-system-x86_64 QEMU_PKG=qemu-system-x86
+set_arch() {
+	case $1 in
+	x86_64 | amd64) ARCH=x86_64 DEB_ARCH=amd64 QEMU=qemu-system-x86_64 QEMU_PKG=qemu-system-x86 ;;
+	arm64 | aarch64) ARCH=arm64 DEB_ARCH=arm64 QEMU=qemu-system-aarch64 QEMU_PKG=qemu-system-arm ;;
+	*) die "unknown --arch '$1' (use x86_64 or arm64)" ;;
+	esac
+}
 
 msg() { printf '[vm.sh] %s\n' "$*" >&2; }
 die() {
@@ -121,6 +141,26 @@ apt_install() {
 		"${missing[@]}" >&2
 }
 
+# apt_pkg NAME: NAME as apt must be told it for the guest's architecture.
+apt_pkg() {
+	if [[ $DEB_ARCH == "$(dpkg --print-architecture)" ]]; then echo "$1"; else echo "$1:$DEB_ARCH"; fi
+}
+
+# ensure_dpkg_arch: a foreign guest architecture must be known to dpkg for
+# apt to have its package lists (apt-get download needs them). Only runs
+# when something must be downloaded; cached runs never get here. Nothing of
+# that architecture is ever installed on the host.
+ensure_dpkg_arch() {
+	local foreign
+	[[ $DEB_ARCH != "$(dpkg --print-architecture)" ]] || return 0
+	foreign=$(dpkg --print-foreign-architectures)
+	grep -qx "$DEB_ARCH" <<<"$foreign" && return 0
+	msg "adding $DEB_ARCH as a dpkg foreign architecture (package lists for apt-get download)"
+	as_root dpkg --add-architecture "$DEB_ARCH"
+	APT_UPDATED=0
+	apt_update_once
+}
+
 # apt_download_dir: a fresh temp dir in the cache that `apt-get download`
 # can write to (apt drops privileges to the _apt user for downloads).
 apt_download_dir() {
@@ -135,7 +175,8 @@ apt_download_dir() {
 # common case costs no dpkg queries).
 ensure_host_tools() {
 	local need=()
-	command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+	command -v "$QEMU" >/dev/null || need+=("$QEMU_PKG")
+	command -v readelf >/dev/null || need+=(binutils) # --bin: machine, static?
 	command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 	command -v cpio >/dev/null || need+=(cpio)
 	command -v xz >/dev/null || need+=(xz-utils)
@@ -148,8 +189,12 @@ ensure_host_tools() {
 # The guest userland is busybox-static. busybox-static conflicts with the
 # dynamic busybox package, so if that one is installed we unpack
 # busybox-static into the cache instead of replacing the host's busybox.
+# A foreign guest architecture always gets the unpacked one.
 busybox_path() {
-	if pkg_installed busybox-static; then
+	if [[ $ARCH != x86_64 ]]; then
+		[[ -x $CACHE/busybox-static-$DEB_ARCH/bin/busybox ]] || with_cache_lock fetch_busybox_static
+		echo "$CACHE/busybox-static-$DEB_ARCH/bin/busybox"
+	elif pkg_installed busybox-static; then
 		echo /bin/busybox
 	elif ! pkg_installed busybox; then
 		apt_install busybox-static
@@ -160,10 +205,14 @@ busybox_path() {
 	fi
 }
 fetch_busybox_static() {
-	local dir=$CACHE/busybox-static tmp
+	local dir=$CACHE/busybox-static tmp pkg
+	[[ $ARCH == x86_64 ]] || dir+=-$DEB_ARCH
 	[[ ! -x $dir/bin/busybox ]] || return 0
+	ensure_dpkg_arch
+	pkg=$(apt_pkg busybox-static)
 	tmp=$(apt_download_dir)
-	(cd "$tmp" && apt-get -q download busybox-static >&2)
+	(cd "$tmp" && { apt-get -q download "$pkg" >&2 ||
+		{ apt_update_once && apt-get -q download "$pkg" >&2; }; })
 	dpkg -x "$tmp"/busybox-static_*.deb "$tmp/root"
 	rm -rf "$dir"
 	mv "$tmp/root" "$dir"
@@ -205,7 +254,7 @@ candidate_version() {
 newest_pkg() {
 	local p
 	for p in $(apt-cache pkgnames linux-image-6 | grep -E "$1" | sort -rV || true); do
-		if [[ -n $(candidate_version "$p") ]]; then
+		if [[ -n $(candidate_version "$(apt_pkg "$p")") ]]; then
 			echo "$p"
 			return
 		fi
@@ -214,8 +263,9 @@ newest_pkg() {
 
 # resolve_kernel_pkg SERIES: the Debian package providing that kernel.
 resolve_kernel_pkg() {
-	local series=$1 pin pkg
+	local series=$1 pin pkg a=$DEB_ARCH
 	pin=PAGECAM_VM_KERNEL_PKG_${series//./_}
+	[[ $ARCH == x86_64 ]] || pin=PAGECAM_VM_KERNEL_PKG_${ARCH^^}_${series//./_}
 	if [[ -n ${!pin:-} ]]; then
 		echo "${!pin}"
 		return
@@ -223,11 +273,11 @@ resolve_kernel_pkg() {
 	local try
 	for try in 1 2; do
 		case $series in
-		6.1) pkg=$(newest_pkg '^linux-image-6\.1\.0-[0-9]+-amd64$') ;;
+		6.1) pkg=$(newest_pkg "^linux-image-6\\.1\\.0-[0-9]+-$a\$") ;;
 		6.12)
-			pkg=$(newest_pkg '^linux-image-6\.12\.[0-9]+\+deb12-amd64$')
+			pkg=$(newest_pkg "^linux-image-6\\.12\\.[0-9]+\\+deb12-$a\$")
 			if [[ -z $pkg ]]; then
-				pkg=$(newest_pkg '^linux-image-6\.12\.[0-9.+~a-z]*bpo[0-9.+~a-z-]*-amd64$')
+				pkg=$(newest_pkg "^linux-image-6\\.12\\.[0-9.+~a-z]*bpo[0-9.+~a-z-]*-$a\$")
 				[[ -z $pkg ]] || msg "note: no bookworm 6.12 kernel, using backports $pkg"
 			fi
 			;;
@@ -239,14 +289,21 @@ resolve_kernel_pkg() {
 	echo "$pkg"
 }
 
+# kernel_link SERIES: the cache file naming the prepared kernel of SERIES
+# for the guest architecture (x86_64 keeps its original name).
+kernel_link() {
+	if [[ $ARCH == x86_64 ]]; then echo "$CACHE/kernel-$1"; else echo "$CACHE/kernel-$ARCH-$1"; fi
+}
+
 # prepare_kernel SERIES: download + unpack the kernel package into
-# $CACHE/kernels/<pkg>_<version>/ and point $CACHE/kernel-SERIES at it.
+# $CACHE/kernels/<pkg>_<version>/ and point $(kernel_link SERIES) at it.
 # Layout: vmlinuz, kver, pkg, root/lib/modules/<kver>/ (depmod'ed).
 # Must run under the cache lock.
 prepare_kernel() {
-	local series=$1 pkg ver name dir
+	local series=$1 pkg ver name dir link
+	ensure_dpkg_arch
 	pkg=$(resolve_kernel_pkg "$series")
-	ver=$(candidate_version "$pkg")
+	ver=$(candidate_version "$(apt_pkg "$pkg")")
 	[[ -n $ver ]] || die "apt has no installable version of $pkg"
 	name=$(printf '%s_%s' "$pkg" "$ver" | tr -c 'A-Za-z0-9._+\n-' '_')
 	dir=$CACHE/kernels/$name
@@ -254,11 +311,11 @@ prepare_kernel() {
 		local tmp deb
 		tmp=$(apt_download_dir)
 		# .deb names encode an epoch colon as %3a.
-		deb=$CACHE/debs/${pkg}_${ver//:/%3a}_amd64.deb
+		deb=$CACHE/debs/${pkg}_${ver//:/%3a}_$DEB_ARCH.deb
 		[[ -f $deb ]] || deb=
 		if [[ -z $deb ]]; then
 			msg "downloading $pkg $ver"
-			(cd "$tmp" && apt-get -q download "$pkg=$ver" >&2)
+			(cd "$tmp" && apt-get -q download "$(apt_pkg "$pkg")=$ver" >&2)
 			deb=$(echo "$tmp"/*.deb)
 			mv "$deb" "$CACHE/debs/"
 			deb=$CACHE/debs/${deb##*/}
@@ -284,8 +341,9 @@ prepare_kernel() {
 		mv "$tmp/k" "$dir"
 		rm -rf "$tmp"
 	fi
-	echo "$name" >"$CACHE/kernel-$series.tmp"
-	mv "$CACHE/kernel-$series.tmp" "$CACHE/kernel-$series"
+	link=$(kernel_link "$series")
+	echo "$name" >"$link.tmp"
+	mv "$link.tmp" "$link"
 	msg "kernel $series: $(cat "$dir/pkg") ($(cat "$dir/kver"))"
 }
 
@@ -368,9 +426,15 @@ build_base() {
 	local l
 	for l in bin sbin lib lib64; do ln -s "usr/$l" "$stage/$l"; done
 	cp "$busybox" "$stage/usr/bin/busybox"
-	for l in $("$busybox" --list); do
-		[[ $l == busybox ]] || ln -s busybox "$stage/usr/bin/$l"
-	done
+	if [[ $ARCH == x86_64 ]]; then
+		for l in $("$busybox" --list); do
+			[[ $l == busybox ]] || ln -s busybox "$stage/usr/bin/$l"
+		done
+	else
+		# A foreign busybox cannot run here to list its applets: /init (run
+		# by /bin/sh) makes the other links with `busybox --install -s`.
+		ln -s busybox "$stage/usr/bin/sh"
+	fi
 	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
 	printf 'root:x:0:\ntty:x:5:\nvideo:x:44:\n' >"$stage/etc/group"
 
@@ -407,7 +471,9 @@ build_base() {
 }
 
 kernel_ready() {
-	[[ -f $CACHE/kernel-$1 && -f $CACHE/kernels/$(cat "$CACHE/kernel-$1")/.complete ]]
+	local link
+	link=$(kernel_link "$1")
+	[[ -f $link && -f $CACHE/kernels/$(cat "$link")/.complete ]]
 }
 # (a parallel run may have prepared it while we waited for the lock)
 prepare_kernel_if_missing() { kernel_ready "$1" || prepare_kernel "$1"; }
@@ -420,7 +486,7 @@ ensure_kernel() {
 	if ! kernel_ready "$series"; then
 		with_cache_lock prepare_kernel_if_missing "$series"
 	fi
-	KDIR=$CACHE/kernels/$(cat "$CACHE/kernel-$series")
+	KDIR=$CACHE/kernels/$(cat "$(kernel_link "$series")")
 	busybox=$(busybox_path)
 	key=$({
 		echo "$BASE_FORMAT ${DISK_MODULES[*]}"
@@ -428,8 +494,11 @@ ensure_kernel() {
 	} | sha256sum | cut -c1-16)
 	BASE_CPIO=$KDIR/base-$key.cpio
 	[[ -f $BASE_CPIO ]] || with_cache_lock build_base "$KDIR" "$BASE_CPIO" "$busybox"
-	[[ -f $KDIR/vmlinux || -f $KDIR/vmlinux.none ]] || with_cache_lock extract_vmlinux "$KDIR"
 	KERNEL_IMAGE=$KDIR/vmlinuz
+	# arm64: Debian's vmlinuz is the kernel's Image (qemu loads it directly,
+	# gzipped or not); the PVH shortcut below is x86 only.
+	[[ $ARCH == x86_64 ]] || return 0
+	[[ -f $KDIR/vmlinux || -f $KDIR/vmlinux.none ]] || with_cache_lock extract_vmlinux "$KDIR"
 	if [[ -f $KDIR/vmlinux && ${PAGECAM_VM_BZIMAGE:-0} != 1 ]]; then
 		KERNEL_IMAGE=$KDIR/vmlinux
 	fi
@@ -454,11 +523,49 @@ stage_file() {
 	cp -L --preserve=mode "$1" "$dst"
 }
 
+# elf_kind FILE: "MACHINE LINKAGE". MACHINE: x86_64, aarch64, arm, other,
+# or notelf (a script); LINKAGE: dynamic if it names an ELF interpreter
+# (ld.so), else static (static-pie included).
+elf_kind() {
+	local hdr machine linkage=static
+	hdr=$(LC_ALL=C readelf -hlW "$1" 2>/dev/null) || {
+		echo "notelf static"
+		return
+	}
+	case $(sed -n 's/^ *Machine: *//p' <<<"$hdr") in
+	*X86-64) machine=x86_64 ;;
+	AArch64) machine=aarch64 ;;
+	ARM) machine=arm ;;
+	*) machine=other ;;
+	esac
+	grep -q '^ *INTERP ' <<<"$hdr" && linkage=dynamic
+	echo "$machine $linkage"
+}
+
 # stage_bin HOSTPATH: executable to /usr/bin plus its shared libraries at the
-# paths ldd reports (ldd also gives the ELF interpreter).
+# paths ldd reports (ldd also gives the ELF interpreter). arm64 guests take
+# static executables only: ldd cannot resolve a foreign binary's libraries
+# and the guest has no aarch64 C library to run them with.
 stage_bin() {
-	local bin=$1 out lib
+	local bin=$1 out lib kind
 	[[ -f $bin && -x $bin ]] || die "--bin: not an executable file: $bin"
+	kind=$(elf_kind "$bin")
+	if [[ $ARCH == arm64 ]]; then
+		case $kind in
+		aarch64\ static | arm\ static | notelf\ *) ;; # arm: 32-bit, via CONFIG_COMPAT
+		aarch64\ dynamic | arm\ dynamic)
+			die "--bin $bin: dynamically linked (${kind% *}; needs $(readelf -lW "$bin" |
+				sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')); arm64 guests have no C library:" \
+				"use a static build (scripts/cross.sh aarch64-unknown-linux-musl: target/aarch64-unknown-linux-musl/release/)"
+			;;
+		*) die "--bin $bin: ${kind% *} executable; it cannot run in an arm64 guest" ;;
+		esac
+		stage_file "$bin" "/usr/bin/$(basename "$bin")"
+		return
+	fi
+	case $kind in
+	aarch64\ * | arm\ *) die "--bin $bin: ${kind% *} executable; it cannot run in an x86_64 guest (--arch arm64?)" ;;
+	esac
 	stage_file "$bin" "/usr/bin/$(basename "$bin")"
 	if out=$(ldd "$bin" 2>&1); then
 		if grep -q 'not found' <<<"$out"; then
@@ -521,10 +628,11 @@ run_vm() {
 	local bins=() adds=() cmd=""
 	while (($#)); do
 		case $1 in
-		--kernel | --bin | --add | --disk | --mkdisk | --vivid | --timeout | \
+		--arch | --kernel | --bin | --add | --disk | --mkdisk | --vivid | --timeout | \
 			--kill-on | --kill-delay | --mem | --append)
 			(($# >= 2)) || die "$1 needs a value"
 			case $1 in
+			--arch) set_arch "$2" ;;
 			--kernel) series=$2 ;;
 			--bin) bins+=("$2") ;;
 			--add) adds+=("$2") ;;
@@ -556,6 +664,8 @@ run_vm() {
 	[[ -z $mkdisk || -n $disk ]] || die "--mkdisk needs --disk IMG"
 	[[ -z $kill_on || $mode == run ]] || die "--kill-on is for run only"
 	[[ $mem =~ ^[0-9]+$ ]] || die "--mem wants megabytes, got '$mem'"
+	((!v4l2ctl)) || [[ $ARCH == x86_64 ]] ||
+		die "--v4l2-ctl is for x86_64 guests (it copies the host's dynamically linked v4l2-ctl); in $ARCH guests set controls with pagecam-capture --ctrl"
 	[[ -n $timeout ]] || { [[ $mode == run ]] && timeout=600 || timeout=0; }
 	local timeout_us kill_delay_us
 	timeout_us=$(to_usec "$timeout")
@@ -618,14 +728,21 @@ run_vm() {
 	# panic=-1 + -no-reboot: a guest panic ends qemu instead of hanging.
 	# mitigations=off, cryptomgr.notests: save boot time under TCG (PTI and
 	# crypto self-tests are slow to emulate and irrelevant here).
-	local kargs="console=ttyS0 panic=-1 mitigations=off cryptomgr.notests"
+	local console=ttyS0
+	[[ $ARCH == x86_64 ]] || console=ttyAMA0 # virt's PL011 UART
+	local kargs="console=$console panic=-1 mitigations=off cryptomgr.notests"
 	if ((verbose)); then kargs+=" loglevel=7"; else kargs+=" quiet loglevel=3"; fi
 	[[ -z $append ]] || kargs+=" $append"
 	local serial=stdio
 	[[ $mode == shell ]] && serial=mon:stdio # Ctrl-A x / Ctrl-A c
 	# setpriv --pdeathsig: qemu dies with this script even if the script is
 	# SIGKILLed (e.g. by a test runner's timeout), instead of lingering.
-	local qemu=(setpriv --pdeathsig KILL qemu-system-x86_64 -accel tcg -machine pc -m "$mem" -smp 2
+	local machine=(-machine pc)
+	# virt: the generic Arm board (PL011 UART, PCIe host with virtio-pci,
+	# PSCI for poweroff); cortex-a72 as on a Raspberry Pi 4. -cpu max would
+	# emulate pointer authentication, which is slow under TCG.
+	[[ $ARCH == x86_64 ]] || machine=(-machine virt -cpu cortex-a72)
+	local qemu=(setpriv --pdeathsig KILL "$QEMU" -accel tcg "${machine[@]}" -m "$mem" -smp 2
 		-nodefaults -no-user-config -display none -serial "$serial" -no-reboot
 		-kernel "$KERNEL_IMAGE" -initrd "$WORK/initrd" -append "$kargs"
 		"${drive[@]}")
@@ -752,11 +869,22 @@ watch_console() {
 # ---------------------------------------------------------------------------
 
 cmd_prepare() {
-	local series=("$@") s
+	local series=() s
+	while (($#)); do
+		case $1 in
+		--arch)
+			(($# >= 2)) || die "--arch needs a value"
+			set_arch "$2"
+			shift
+			;;
+		*) series+=("$1") ;;
+		esac
+		shift
+	done
 	((${#series[@]})) || series=(6.1 6.12)
 	for s in "${series[@]}"; do check_series "$s"; done
 	ensure_host_tools
-	command -v v4l2-ctl >/dev/null || apt_install v4l-utils
+	[[ $ARCH != x86_64 ]] || command -v v4l2-ctl >/dev/null || apt_install v4l-utils
 	init_cache
 	for s in "${series[@]}"; do
 		# Re-resolve: picks up a newer kernel package if apt has one.
