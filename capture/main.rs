@@ -499,9 +499,6 @@ fn run(args: Args, handed_over: Vec<(String, std::os::fd::OwnedFd)>) -> Result<E
     let summary = session.run(source.as_mut(), limits, &stop, Some(&on_frame));
     let _ = notify.send("STOPPING=1");
     drop(status);
-    if let Some(note) = source.delivery_note() {
-        tracing::warn!("{note}");
-    }
     drop(source);
     let store = session.store().kind();
     let header = session.header().clone();

@@ -103,6 +103,8 @@ if [ "$test_deps" = 1 ]; then
     # scripts/cross.sh for the targets scripts/test.sh builds.
     installed gcc-aarch64-linux-gnu || need+=(gcc-aarch64-linux-gnu)
     installed gcc-arm-linux-gnueabihf || need+=(gcc-arm-linux-gnueabihf)
+    # The library's tests on ARM under qemu's user-mode emulation.
+    command -v qemu-arm >/dev/null || need+=(qemu-user)
     # scripts/fresh-machine.sh
     command -v debootstrap >/dev/null || need+=(debootstrap)
     # tests/export.rs checks exports with the real ffmpeg and ffprobe.

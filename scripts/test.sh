@@ -50,11 +50,21 @@ fi
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo doc" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
-# The static aarch64 build runs in the arm64 guest; the gnu ones prove the
-# glibc builds link (cross.sh prints the glibc they need).
-step "cross builds (aarch64 gnu, musl; armv7 gnueabihf)" \
+# The static aarch64 build runs in the arm64 guest, and so does the armv7
+# one (the arm64 kernel runs 32-bit ARM programs), built static here for
+# that (a guest has no armhf libc); the aarch64 gnu one proves the glibc
+# build links (cross.sh prints the glibc it needs).
+export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="-C target-feature=+crt-static"
+step "cross builds (aarch64 gnu, musl; armv7 gnueabihf static)" \
     scripts/cross.sh aarch64-unknown-linux-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf
 export PAGECAM_AARCH64_BIN_DIR=$PWD/${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-musl/release
+export PAGECAM_ARMV7_BIN_DIR=$PWD/${CARGO_TARGET_DIR:-target}/armv7-unknown-linux-gnueabihf/release
+# The library's tests on 32-bit ARM and aarch64, under qemu's user-mode
+# emulation (.cargo/config.toml's runners): 64-bit offsets and a 5 GiB
+# recording on a 32-bit target, 32-bit time_t, the analyzer's receive path.
+step "library tests on armv7 and aarch64 (qemu user mode)" bash -c \
+    'cargo test -q -p pagecam --lib --target armv7-unknown-linux-gnueabihf &&
+     cargo test -q -p pagecam --lib --target aarch64-unknown-linux-musl'
 step "build tests" cargo test --workspace --no-run --quiet
 # Host tests first, then the qemu guests on their own: a TCG guest keeps
 # both cores busy, and the host tests run the pipeline at real frame rates.

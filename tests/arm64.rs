@@ -132,25 +132,26 @@ fn aarch64_static_on_arm64_linux_6_1() {
     io_modes_on_arm64(&GuestArch::arm64("aarch64 musl", Path::new(&dir)));
 }
 
-/// HOOK, not run yet (issue 8): 32-bit ARM userspace on the same arm64
-/// kernel through CONFIG_COMPAT (Raspberry Pi OS armhf with its 64-bit
-/// kernel), which also exercises the kernel's 32-bit V4L2 ioctl
-/// translation. It needs static armv7 builds, and the armv7 targets do not
-/// compile yet (32-bit off_t and time_t in shared/src). Until they do this
-/// prints NOT RUN. Then: build them in scripts/test.sh
-/// (armv7-unknown-linux-musleabihf, or armv7-unknown-linux-gnueabihf with
-/// `-C target-feature=+crt-static`) and set `PAGECAM_ARMV7_BIN_DIR` there.
+/// 32-bit ARM userspace on the same arm64 kernel through CONFIG_COMPAT
+/// (Raspberry Pi OS armhf with its 64-bit kernel), which also exercises the
+/// kernel's 32-bit V4L2 ioctl translation (v4l2_buffer with a 32-bit
+/// timeval). The static armv7 build comes from `PAGECAM_ARMV7_BIN_DIR`
+/// (scripts/test.sh builds armv7-unknown-linux-gnueabihf with
+/// `-C target-feature=+crt-static` and sets it); unset, the test fails.
 #[test]
 fn armv7_static_on_arm64_linux_6_1() {
     if skipped("armv7_static_on_arm64_linux_6_1") {
         return;
     }
     let Some(dir) = std::env::var_os("PAGECAM_ARMV7_BIN_DIR") else {
-        eprintln!(
-            "NOT RUN: armv7_static_on_arm64_linux_6_1: PAGECAM_ARMV7_BIN_DIR is not set \
-             (no static armv7 build yet: the armv7 targets do not compile, issue 8)"
+        panic!(
+            "PAGECAM_ARMV7_BIN_DIR is not set: it names the directory of the static armv7 \
+             builds (scripts/test.sh sets it). By hand: \
+             CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS='-C target-feature=+crt-static' \
+             scripts/cross.sh armv7-unknown-linux-gnueabihf && \
+             PAGECAM_ARMV7_BIN_DIR=$PWD/target/armv7-unknown-linux-gnueabihf/release \
+             cargo test --test tests -- arm64::"
         );
-        return;
     };
     io_modes_on_arm64(&GuestArch::arm64("armv7 static (compat)", Path::new(&dir)));
 }

@@ -126,6 +126,15 @@ pub fn run(source: &mut dyn FrameSource, ring: &mut Ring, cx: LoopContext<'_>) -
         if let Err(e) = source.start() {
             break 'run StopReason::Source(e);
         }
+        // The path that runs, said when it is chosen (a USERPTR fallback
+        // happens while the first slots are given).
+        let mut noted = source.delivery_note();
+        if let Some(n) = &noted {
+            tracing::warn!("{n}");
+        }
+        counters
+            .copying
+            .store(source.delivery() == Delivery::Copy, Ordering::Relaxed);
         loop {
             if cx.stop.load(Ordering::Relaxed) {
                 break 'run StopReason::Signal;
@@ -164,7 +173,11 @@ pub fn run(source: &mut dyn FrameSource, ring: &mut Ring, cx: LoopContext<'_>) -
                     commit(ring, slot, info, None)
                 }
                 Frame::InBuffer(data, info) => {
-                    counters.copying.store(true, Ordering::Relaxed);
+                    if !counters.copying.swap(true, Ordering::Relaxed) && noted.is_none() {
+                        // A switch after streaming started (MPLANE data_offset).
+                        noted = Some(String::new());
+                        tracing::warn!("the source switched to copying each frame once");
+                    }
                     let slot = match spare.take().map(Ok).unwrap_or_else(|| ring.claim_next()) {
                         Ok(s) => s,
                         Err(ClaimRefused::Full) => {

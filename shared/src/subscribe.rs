@@ -352,3 +352,113 @@ impl Subscription {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{FrameFormat, Header, Interval, Layout, OnFull, Record, YUYV};
+    use crate::protocol::{FrameNotice, STORE_RECORDING_FILE};
+    use std::io::IoSlice;
+    use std::os::unix::fs::FileExt;
+
+    /// The analyzer's whole receive path (connect, the hello with its
+    /// descriptor, notices, an in-place read, the end) against a stand-in
+    /// capture in a thread. scripts/test.sh also runs it under qemu's
+    /// user-mode emulation of aarch64 and armv7, which once crashed on a
+    /// zero-length address buffer in recvmsg.
+    #[test]
+    fn receive_path_end_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.pcam");
+        let format = FrameFormat::uncompressed(YUYV, 128, 32).unwrap();
+        let header = Header {
+            format,
+            interval: Interval::from_fps(30),
+            layout: Layout::new(format.frame_size, 2).unwrap(),
+            on_full: OnFull::Wrap,
+            created_ns: 0,
+            source: String::new(),
+        };
+        let rec = crate::recording::create(&path, &header, crate::recording::Prealloc::Fallocate)
+            .unwrap()
+            .publish()
+            .unwrap();
+        let data = vec![42u8; format.frame_size as usize];
+        rec.file
+            .write_all_at(&data, header.layout.slot_offset(1))
+            .unwrap();
+        let meta = FrameMeta {
+            sequence: 7,
+            bytes_used: format.frame_size,
+            ..Default::default()
+        };
+        let r = Record {
+            generation: 2,
+            meta,
+            crc: meta.checksum(crc32c::crc32c(&data)),
+        };
+        rec.file
+            .write_all_at(&r.encode(), header.layout.record_offset(1))
+            .unwrap();
+        let sock = dir.path().join("r.sock");
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        nix::sys::socket::bind(listener.as_raw_fd(), &UnixAddr::new(&sock).unwrap()).unwrap();
+        nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::new(1).unwrap()).unwrap();
+        let store = File::open(&path).unwrap();
+        let capture = std::thread::spawn(move || {
+            let fd = nix::sys::socket::accept(listener.as_raw_fd()).unwrap();
+            // SAFETY: accept returned a new descriptor nothing else owns.
+            let conn = unsafe { OwnedFd::from_raw_fd(fd) };
+            let hello = Hello {
+                store_kind: STORE_RECORDING_FILE,
+                layout: header.layout,
+                format,
+                client_id: 1,
+                next_sequence: 7,
+            }
+            .encode();
+            nix::sys::socket::sendmsg::<()>(
+                conn.as_raw_fd(),
+                &[IoSlice::new(&hello)],
+                &[nix::sys::socket::ControlMessage::ScmRights(&[
+                    store.as_raw_fd()
+                ])],
+                MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            let notice = FrameNotice {
+                slot: 1,
+                generation: 2,
+                sequence: 7,
+                bytes_used: format.frame_size,
+                ..Default::default()
+            };
+            send(conn.as_raw_fd(), &notice.encode(), MsgFlags::empty()).unwrap();
+            let end = End {
+                reason: EndReason::Finished,
+                frames: 8,
+            };
+            send(conn.as_raw_fd(), &end.encode(), MsgFlags::empty()).unwrap();
+            conn
+        });
+        let mut sub = Subscription::connect(&sock, Duration::from_secs(10)).unwrap();
+        assert_eq!(sub.hello().next_sequence, 7);
+        let Event::Frame(n) = sub.next_event().unwrap() else {
+            panic!("expected a frame notice")
+        };
+        let sum = sub
+            .live()
+            .read_frame(n.slot, n.generation, n.bytes_used, |v| v.crc32c())
+            .unwrap();
+        assert_eq!(sum, crc32c::crc32c(&data));
+        assert!(matches!(sub.next_event().unwrap(), Event::End(_)));
+        drop(capture.join().unwrap());
+    }
+}
