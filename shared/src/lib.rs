@@ -59,19 +59,26 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "capture")]
 pub mod capture;
 pub mod events;
 pub mod format;
 #[allow(unsafe_code)]
+// (The writer's half is unused by an analyzer-only build.)
+#[cfg_attr(not(feature = "capture"), allow(dead_code))]
 pub mod mapping;
+#[cfg(feature = "capture")]
 #[allow(unsafe_code)]
 pub mod notify;
+#[cfg(feature = "capture")]
 pub mod persist;
 pub mod protocol;
 pub mod recording;
 pub mod ring;
+#[cfg(feature = "capture")]
 #[allow(unsafe_code)]
 pub mod service;
+#[cfg(feature = "capture")]
 pub mod session;
 pub mod source;
 pub mod stats;

@@ -790,6 +790,61 @@ impl QueuedSlot {
     }
 }
 
+/// A slot's bytes for code outside Rust's type system (a numpy array in
+/// the Python package): a raw pointer into a **read-only** mapping, which
+/// stays mapped as long as this value lives (it holds the mapping's `Arc`).
+///
+/// Contract for whoever dereferences the pointer: the bytes may change at
+/// any moment (capture reuses the slot; a driver writes it); what was read
+/// counts only if the slot's generation is still the announced one after
+/// the use (`Mapping::generation`), exactly as `read_slot` checks. The
+/// memory is mapped `PROT_READ`: writing through the pointer faults. No
+/// `&[u8]` is made from it in Rust.
+pub struct ForeignSlot {
+    map: Arc<Mapping>,
+    slot: u32,
+    len: usize,
+}
+
+impl ForeignSlot {
+    /// Start of the slot's bytes (see the type's contract).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.map.slot_ptr(self.slot)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The mapping's current generation of the slot.
+    pub fn generation(&self) -> Option<u64> {
+        self.map.generation(self.slot)
+    }
+}
+
+impl Mapping {
+    /// A `ForeignSlot` for the first `len` bytes of `slot` of a read-only
+    /// mapping (`None` for the writer's mapping or a slot out of range).
+    pub fn foreign_slot(self: &Arc<Self>, slot: u32, len: usize) -> Option<ForeignSlot> {
+        if self.writable || slot >= self.layout.slot_count {
+            return None;
+        }
+        Some(ForeignSlot {
+            map: self.clone(),
+            slot,
+            len: len.min(self.slot_len()),
+        })
+    }
+}
+
 /// A committed frame whose slot stays reserved: the claim flag stays set,
 /// so the ring cannot claim the slot again until this is dropped. The RAM
 /// ring's writer thread holds one per frame until the frame is on disk.

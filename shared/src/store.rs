@@ -24,7 +24,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::format::{Header, Layout, OnFull};
-use crate::mapping::{MapError, Mapping, RecordSnapshot, SlotReadError, SlotView};
+use crate::mapping::{ForeignSlot, MapError, Mapping, RecordSnapshot, SlotReadError, SlotView};
 use crate::recording::{read_header, RecordingError, RecordingFile};
 use crate::sys;
 
@@ -218,6 +218,12 @@ impl LiveStore {
         f: impl for<'v> FnOnce(SlotView<'v>) -> R,
     ) -> Result<R, SlotReadError> {
         self.map.read_slot(slot, generation, bytes_used as usize, f)
+    }
+
+    /// A slot's bytes as a raw pointer for foreign code (numpy): see
+    /// `mapping::ForeignSlot` for the contract.
+    pub fn foreign_slot(&self, slot: u32, bytes_used: u32) -> Option<ForeignSlot> {
+        self.map.foreign_slot(slot, bytes_used as usize)
     }
 
     /// Unmap a slot from this reader's page tables, so that capture's

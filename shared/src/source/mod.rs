@@ -7,6 +7,7 @@
 //! this one trait, so the per-frame loop does not know which device it has.
 
 pub mod pattern;
+#[cfg(feature = "capture")]
 #[allow(unsafe_code)]
 pub mod v4l2;
 
