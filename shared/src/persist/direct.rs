@@ -37,7 +37,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crossbeam::queue::ArrayQueue;
+use crossbeam_queue::ArrayQueue;
 use memmap2::MmapMut;
 
 use super::{PersistConfig, PersistStats, Persister, SyncMode};
