@@ -6,6 +6,8 @@
 //! `inspect` and `verify` work offline on a recording file. A thin binary:
 //! the logic is in the `pagecam` crate.
 
+mod export;
+
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +60,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Get frames out: PNG/JPEG stills, a raw or Y4M clip, a contact sheet.
+    Export(Box<export::ExportArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
         Cmd::Watch(w) => watch(w),
         Cmd::Inspect { file, json } => inspect(file, json),
         Cmd::Verify { file, json } => verify(file, json),
+        Cmd::Export(a) => export::export(*a),
     }
 }
 
