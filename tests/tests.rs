@@ -6,6 +6,7 @@
 //! - `util`: spawning the binaries with timeouts, reading their output.
 //! - `pipeline`: end to end with analyzers, wrap-around, kills, signals.
 //! - `bad_input`: bad paths, sizes, files and socket peers.
+//! - `export`: frames out of recordings (PNG, JPEG, raw, Y4M, contact sheet), checked with ffmpeg.
 //! - `durability`: kill -9 and resume, the writer lock, crash-safe creation.
 //! - `handover`: a killed capture's RAM ring written by the next one (fd store).
 //! - `systemd`: the units in systemd/ pass systemd-analyze verify.
@@ -15,6 +16,7 @@
 
 mod bad_input;
 mod durability;
+mod export;
 mod guest;
 mod handover;
 mod pipeline;
