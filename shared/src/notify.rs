@@ -138,6 +138,20 @@ fn sock_err(path: &Path) -> impl Fn(Errno) -> NotifyError + '_ {
     }
 }
 
+/// Read and drop what an analyzer sent that was not read yet (progress
+/// messages), before its socket is closed: Linux resets a connection
+/// closed with unread data, and the analyzer would see the reset before
+/// the notices and the End still queued for it. Bounded, so a peer that
+/// keeps sending cannot hold capture here.
+fn discard_incoming(fd: std::os::fd::RawFd) {
+    let mut buf = [0u8; 128];
+    for _ in 0..READ_BUDGET {
+        if !matches!(recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
+
 /// Remove a stale socket left by a dead capture; refuse to touch a live one
 /// or anything that is not a socket.
 fn clear_stale(path: &Path) -> Result<(), NotifyError> {
@@ -290,14 +304,18 @@ impl Notifier {
         let deadline = Instant::now() + END_GRACE;
         loop {
             clients.retain(|c| {
-                !matches!(
+                let done = matches!(
                     send(
                         c.fd.as_raw_fd(),
                         &msg,
                         MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
                     ),
                     Ok(_) | Err(Errno::EPIPE) | Err(Errno::ECONNRESET) | Err(Errno::ENOTCONN)
-                )
+                );
+                if done {
+                    discard_incoming(c.fd.as_raw_fd());
+                }
+                !done
             });
             let left = deadline.saturating_duration_since(Instant::now());
             if clients.is_empty() || left.is_zero() {

@@ -265,14 +265,21 @@ impl Subscription {
     /// stop if it was yours); `Err(CaptureGone)`: capture died.
     pub fn next_event(&mut self) -> Result<Event, SubscribeError> {
         let mut buf = [0u8; protocol::MAX_LEN + 1];
-        let n = match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-            Ok(0) => return Err(SubscribeError::CaptureGone),
-            Ok(n) => n,
-            // Ctrl-Z and fg, a debugger, Ctrl-C: the caller decides.
-            Err(Errno::EINTR) => return Err(SubscribeError::Interrupted),
-            Err(Errno::EAGAIN) => return Err(SubscribeError::Idle(self.idle)),
-            Err(Errno::ECONNRESET) => return Err(SubscribeError::CaptureGone),
-            Err(e) => return Err(SubscribeError::Io(e.into())),
+        let mut reset = false;
+        let n = loop {
+            match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => return Err(SubscribeError::CaptureGone),
+                Ok(n) => break n,
+                // Ctrl-Z and fg, a debugger, Ctrl-C: the caller decides.
+                Err(Errno::EINTR) => return Err(SubscribeError::Interrupted),
+                Err(Errno::EAGAIN) if !reset => return Err(SubscribeError::Idle(self.idle)),
+                // Linux reports a reset (capture closed with our progress
+                // messages unread) before the notices and the End still
+                // queued here: read those first.
+                Err(Errno::ECONNRESET) if !reset => reset = true,
+                Err(Errno::ECONNRESET | Errno::EAGAIN) => return Err(SubscribeError::CaptureGone),
+                Err(e) => return Err(SubscribeError::Io(e.into())),
+            }
         };
         match protocol::decode(&buf[..n])? {
             Message::Frame(f) => Ok(Event::Frame(f)),
@@ -368,6 +375,22 @@ mod tests {
     /// zero-length address buffer in recvmsg.
     #[test]
     fn receive_path_end_to_end() {
+        receive_path(false);
+    }
+
+    /// Capture closes a connection whose progress messages it has not
+    /// read: Linux then reports ECONNRESET to the analyzer *before* the
+    /// notices and the End still queued for it. They must still be read
+    /// (a slow analyzer lost the End and reported capture as crashed).
+    #[test]
+    fn end_is_read_after_capture_closes_with_progress_unread() {
+        receive_path(true);
+    }
+
+    /// A stand-in capture in a thread serves one frame and the End; with
+    /// `unread_progress`, the analyzer acknowledges the frame first and
+    /// the stand-in closes without reading that.
+    fn receive_path(unread_progress: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.pcam");
         let format = FrameFormat::uncompressed(YUYV, 128, 32).unwrap();
@@ -446,10 +469,25 @@ mod tests {
                 frames: 8,
             };
             send(conn.as_raw_fd(), &end.encode(), MsgFlags::empty()).unwrap();
-            conn
+            if unread_progress {
+                // Wait until the progress message is queued, leave it.
+                let mut b = [0u8; 64];
+                recv(conn.as_raw_fd(), &mut b, MsgFlags::MSG_PEEK).unwrap();
+                drop(conn);
+                return None;
+            }
+            Some(conn)
         });
         let mut sub = Subscription::connect(&sock, Duration::from_secs(10)).unwrap();
         assert_eq!(sub.hello().next_sequence, 7);
+        let capture = if unread_progress {
+            sub.send_progress(7);
+            // The stand-in has closed the connection with it unread.
+            drop(capture.join().unwrap());
+            None
+        } else {
+            Some(capture)
+        };
         let Event::Frame(n) = sub.next_event().unwrap() else {
             panic!("expected a frame notice")
         };
@@ -459,6 +497,8 @@ mod tests {
             .unwrap();
         assert_eq!(sum, crc32c::crc32c(&data));
         assert!(matches!(sub.next_event().unwrap(), Event::End(_)));
-        drop(capture.join().unwrap());
+        if let Some(capture) = capture {
+            drop(capture.join().unwrap());
+        }
     }
 }
