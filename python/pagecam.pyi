@@ -29,6 +29,7 @@ the interpreter with SIGBUS (it cannot be turned into an exception).
 
 import datetime
 import os
+import pathlib
 from types import TracebackType
 from typing import Dict, Iterator, Literal, Optional, Type, Union
 
@@ -167,7 +168,7 @@ class Subscription:
     @property
     def hello(self) -> Hello: ...
     @property
-    def socket(self) -> str: ...
+    def socket(self) -> pathlib.Path: ...
     @property
     def end(self) -> Optional[Dict[str, Union[str, int]]]:
         """``None`` while the stream runs; then ``{"reason": "finished"|"error", "frames": n}``."""
@@ -191,5 +192,5 @@ class Subscription:
 def crc32c(data: bytes, crc: int = 0) -> int:
     """CRC32C of ``data`` (as ``pagecam-analyzer watch --checksum`` prints)."""
 
-def socket_for(path: Union[str, "os.PathLike[str]"]) -> str:
+def socket_for(path: Union[str, "os.PathLike[str]"]) -> pathlib.Path:
     """The socket capture serves for a recording or socket path."""

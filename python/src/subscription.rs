@@ -306,7 +306,18 @@ impl Subscription {
             // Interrupted (Python installs its handlers without SA_RESTART):
             // run the handlers, which raise KeyboardInterrupt for Ctrl-C,
             // and otherwise wait on.
-            match py.detach(|| sub.next_event()) {
+            let event = py.detach(|| match sub.next_event() {
+                // Linux reports ECONNRESET (which the library calls
+                // CaptureGone) *before* the messages still queued when the
+                // peer closed its end with unread data in its own receive
+                // queue (our last progress message, if capture stopped
+                // reading before it ended the stream): the error is
+                // reported once, then the notices and the End are read.
+                // A real end of file answers 0 again at once.
+                Err(SubscribeError::CaptureGone) => sub.next_event(),
+                other => other,
+            });
+            match event {
                 Ok(Event::Frame(n)) => {
                     if !self.accept_seq(n.sequence) {
                         continue;
