@@ -31,12 +31,13 @@ import datetime
 import os
 import pathlib
 from types import TracebackType
-from typing import Dict, Iterator, Literal, Optional, Type, Union
+from typing import Dict, Iterator, List, Literal, Optional, Type, Union, final
 
 import numpy as np
 import numpy.typing as npt
 
 __version__: str
+__all__: List[str]
 
 class Error(Exception):
     """Base class of every pagecam error."""
@@ -65,6 +66,7 @@ class CaptureGone(Error, ConnectionError):
 class Timeout(Error, TimeoutError):
     """No frame from capture within idle_timeout."""
 
+@final
 class Hello:
     """What capture said about the stream on connecting."""
 
@@ -84,6 +86,7 @@ class Hello:
     next_seq: int
     """The first live frame's sequence number; lower ones were already stored."""
 
+@final
 class Frame:
     """One frame. Use its pixels inside ``with frame:`` (or call ``check()`` after).
 
@@ -142,12 +145,13 @@ class Frame:
     def __enter__(self) -> "Frame": ...
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: Optional[Type[BaseException]] = None,
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
     ) -> bool:
         """Check and close; raises ``Overwritten``/``Torn`` if the check fails."""
 
+@final
 class Subscription:
     """A connection to a running ``pagecam-capture`` and the stream of its frames.
 
@@ -159,12 +163,12 @@ class Subscription:
     duplicate.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         socket_path: Union[str, "os.PathLike[str]"],
         idle_timeout: Optional[float] = 10.0,
         from_: Union[None, Literal["now", "oldest"], int, datetime.timedelta] = None,
-    ) -> None: ...
+    ) -> "Subscription": ...
     @property
     def hello(self) -> Hello: ...
     @property

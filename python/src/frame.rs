@@ -440,14 +440,15 @@ impl Frame {
     /// torn frame may be an error too; the block's exception is chained as
     /// the context), but not over a `FrameLost` the block raised itself or
     /// a `KeyboardInterrupt`/`SystemExit`.
-    #[pyo3(signature = (exc_type = None, exc = None, _tb = None))]
+    #[pyo3(signature = (exc_type = None, exc = None, tb = None))]
     fn __exit__(
         &mut self,
         py: Python<'_>,
         exc_type: Option<Bound<'_, PyType>>,
         exc: Option<Bound<'_, PyAny>>,
-        _tb: Option<Bound<'_, PyAny>>,
+        tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
+        drop(tb);
         if self.state == State::Closed {
             return Ok(false);
         }

@@ -350,7 +350,10 @@ impl Subscription {
 #[pymethods]
 impl Subscription {
     #[new]
-    #[pyo3(signature = (socket_path, idle_timeout = Some(10.0), from_ = None))]
+    #[pyo3(
+        signature = (socket_path, idle_timeout = Some(10.0), from_ = None),
+        text_signature = "(socket_path, idle_timeout=10.0, from_=None)"
+    )]
     fn new(
         py: Python<'_>,
         socket_path: PathBuf,
@@ -393,7 +396,11 @@ impl Subscription {
             format,
             socket,
             backlog: backlog.into(),
-            next_seq: None,
+            // From a sequence number on: nothing below it, stored or live.
+            next_seq: match start {
+                Start::Sequence(s) => Some(s),
+                _ => None,
+            },
             progress_due: None,
             end: None,
             counters: Arc::new(Counters::default()),

@@ -41,14 +41,14 @@ class Proc:
     """A started binary whose stdout and stderr go to files (a chatty child
     never blocks on a full pipe)."""
 
-    def __init__(self, args, workdir: Path, name: str):
+    def __init__(self, args, workdir: Path, name: str, log: str = "warn"):
         self.name = name
         self.out_path = workdir / f"{name}.out"
         self.err_path = workdir / f"{name}.err"
         self.args = [str(a) for a in args]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                self.args, stdout=out, stderr=err, env={**os.environ, "PAGECAM_LOG": "warn"}
+                self.args, stdout=out, stderr=err, env={**os.environ, "PAGECAM_LOG": log}
             )
 
     @property
@@ -89,11 +89,11 @@ class Capture(Proc):
     """pagecam-capture from the test source, recording DIR/rec.pcam and
     serving DIR/rec.pcam.sock; started and ready for analyzers."""
 
-    def __init__(self, workdir: Path, *args):
+    def __init__(self, workdir: Path, *args, log: str = "warn"):
         self.recording = workdir / "rec.pcam"
         self.socket = workdir / "rec.pcam.sock"
         super().__init__(
-            [_require(CAPTURE), "--json", "-o", self.recording, *args], workdir, "capture"
+            [_require(CAPTURE), "--json", "-o", self.recording, *args], workdir, "capture", log
         )
         deadline = time.monotonic() + 20
         while not self.socket.exists():
@@ -142,8 +142,8 @@ def capture(workdir):
     """capture(*args): start pagecam-capture (killed at the end if still running)."""
     d, procs = workdir
 
-    def start(*args):
-        c = Capture(d, *args)
+    def start(*args, log="warn"):
+        c = Capture(d, *args, log=log)
         procs.append(c)
         return c
 

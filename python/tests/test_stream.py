@@ -157,6 +157,24 @@ def test_capture_killed_raises_capture_gone(capture):
             pass
 
 
+def test_progress_is_acknowledged_every_8th_frame(capture):
+    # Capture's status line shows how far the slowest analyzer is behind,
+    # from the progress it acknowledged: without acknowledgements it would
+    # be every frame published since it connected.
+    cap = capture(
+        "--size", "320x240", "--fps", "100", "--frames", "2000", "--status-interval", "100ms",
+        log="info",
+    )
+    with pagecam.Subscription(cap.socket) as sub:
+        for f in sub:
+            if f.seq >= 300:
+                break
+        lag_lines = [l for l in cap.stderr().splitlines() if "1 analyzers (slowest" in l]
+    assert len(lag_lines) >= 5, cap.stderr()[-2000:]
+    lag = int(lag_lines[-1].split("(slowest ")[1].split()[0])
+    assert lag <= 50, lag_lines[-1]
+
+
 def test_a_missing_socket_raises_a_clear_error(workdir):
     d, _ = workdir
     with pytest.raises(pagecam.ConnectError) as e:
