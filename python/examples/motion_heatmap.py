@@ -45,7 +45,7 @@ def block_means(y):
 
 def show(heat):
     top = heat.max() or 1.0
-    for row in heat / top:
+    for row in np.sqrt(heat / top):  # square root: faint motion still shows
         print("".join(SHADES[min(int(v * len(SHADES)), len(SHADES) - 1)] for v in row))
 
 
