@@ -16,6 +16,8 @@ macro_rules! line {
     }};
 }
 
+mod export;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -61,6 +63,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Get frames out: PNG/JPEG stills, a raw or Y4M clip, a contact sheet.
+    Export(Box<export::ExportArgs>),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Cmd::Watch(w) => watch::watch(w),
         Cmd::Inspect { file, json } => inspect(file, json),
         Cmd::Verify { file, json } => verify(file, json),
+        Cmd::Export(a) => export::export(*a),
     }
 }
 

@@ -296,7 +296,7 @@ impl Watcher {
                 }
             }
         }
-        if t.meta.sequence % 8 == 0 {
+        if t.meta.sequence.is_multiple_of(8) {
             sub.send_progress(t.meta.sequence);
             self.out.flush();
         }

@@ -33,7 +33,7 @@ esac
 
 # --- Rust --------------------------------------------------------------------
 command -v cargo >/dev/null || { say "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
-min=1.82
+min=1.88
 have=$(cargo --version | awk '{print $2}')
 if [ "$(printf '%s\n%s\n' "$min" "${have%%-*}" | sort -V | head -n 1)" != "$min" ]; then
     say "cargo $have is older than $min (rust-version in Cargo.toml): rustup update"

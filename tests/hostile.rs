@@ -644,3 +644,42 @@ fn a_full_disk_does_not_stop_a_started_recording_ext4_and_btrfs() {
         }
     }
 }
+
+/// A capture speaking of a store kind this build does not know (a newer
+/// capture, or garbage) is refused with a clear error, end to end.
+#[test]
+fn an_unknown_store_kind_is_refused_clearly() {
+    use pagecam::protocol::Hello;
+    let dir = workdir();
+    let sock = dir.path().join("fake.sock");
+    let lfd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::bind(lfd.as_raw_fd(), &UnixAddr::new(&sock).unwrap()).unwrap();
+    nix::sys::socket::listen(&lfd, nix::sys::socket::Backlog::new(4).unwrap()).unwrap();
+    let a = watch(&sock, &[]);
+    let conn = nix::sys::socket::accept(lfd.as_raw_fd()).unwrap();
+    // SAFETY: accept returned a new descriptor that nothing else owns.
+    let conn = unsafe { OwnedFd::from_raw_fd(conn) };
+    let format = pagecam::format::FrameFormat::uncompressed(pagecam::format::YUYV, 64, 48).unwrap();
+    let hello = Hello {
+        store_kind: 9,
+        layout: pagecam::format::Layout::new(format.frame_size, 4).unwrap(),
+        format,
+        client_id: 1,
+        next_sequence: 0,
+    }
+    .encode();
+    send(conn.as_raw_fd(), &hello, MsgFlags::empty()).unwrap();
+    let out = finish(a, Duration::from_secs(20), "analyzer");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown frame store kind 9"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -7,6 +7,7 @@
 //! - `analytics`: the detectors on known scenes; late-joining analyzers.
 //! - `pipeline`: end to end with analyzers, wrap-around, kills, signals.
 //! - `bad_input`: bad paths, sizes, files and socket peers.
+//! - `export`: frames out of recordings (PNG, JPEG, raw, Y4M, contact sheet), checked with ffmpeg.
 //! - `durability`: kill -9 and resume, the writer lock, crash-safe creation.
 //! - `hostile`: other users, hostile and stuck peers, signals, exhausted
 //!   descriptors, full and copy-on-write disks.
@@ -21,6 +22,7 @@ mod analytics;
 mod arm64;
 mod bad_input;
 mod durability;
+mod export;
 mod guest;
 mod handover;
 mod hostile;

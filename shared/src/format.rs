@@ -81,7 +81,7 @@ impl FrameFormat {
     /// The packed/planar layouts the built-in test source produces, with
     /// tight line strides as V4L2 drivers report them.
     pub fn uncompressed(fourcc: u32, width: u32, height: u32) -> Result<Self, FormatError> {
-        if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(FormatError::BadGeometry(format!(
                 "{width}x{height}: width and height must be even and non-zero"
             )));

@@ -62,6 +62,8 @@
 #[cfg(feature = "capture")]
 pub mod capture;
 pub mod events;
+#[cfg(feature = "export")]
+pub mod export;
 pub mod format;
 #[allow(unsafe_code)]
 // (The writer's half is unused by an analyzer-only build.)
@@ -116,6 +118,13 @@ pub mod exit {
         pub const CAPTURE_GONE: u8 = 4;
         /// Bad arguments (sysexits' EX_USAGE: 1 and 2 already mean results).
         pub const USAGE: u8 = 64;
+        /// `export`: no frame matched the selection, or none of them could
+        /// be read (the same number as `verify`'s failed check: a result,
+        /// not an error of the tool).
+        pub const NO_FRAMES: u8 = 1;
+        /// `export`: the output cannot be written (cannot create, disk
+        /// full, closed pipe, encoder failure).
+        pub const OUTPUT: u8 = 5;
     }
 }
 

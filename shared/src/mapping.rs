@@ -591,7 +591,7 @@ unsafe fn volatile_copy(src: *const u8, dst: *mut u8, n: usize) {
     // SAFETY (whole body): every access is within `[0, n)` of the ranges
     // the caller vouched for; unaligned head/tail bytes are read one by one.
     unsafe {
-        while i < n && (src as usize + i) % 8 != 0 {
+        while i < n && !(src as usize + i).is_multiple_of(8) {
             *dst.add(i) = std::ptr::read_volatile(src.add(i));
             i += 1;
         }
@@ -737,7 +737,7 @@ impl ClaimedSlot {
     /// handed out, its previous generation is restored (Release), so the
     /// frame it held stays valid. Otherwise the odd generation stays.
     pub(crate) fn release(self) {
-        if !self.touched && self.previous % 2 == 0 {
+        if !self.touched && self.previous.is_multiple_of(2) {
             if let Some(r) = self.map.record(self.slot) {
                 let crc = r.crc.load(Ordering::Relaxed);
                 r.record_crc.store(

@@ -11,25 +11,37 @@
 //! rates (the benchmark measures it), and the capture thread never waits
 //! for it (it only pushes onto a lock-free queue).
 //!
-//! Order per frame, so that a live reader using the seqlock rule (record,
-//! data, record again) and a crash both see the truth:
-//! 1. the frame's data, into its file slot, whose record is already marked
-//!    odd ("being written");
-//! 2. the index page with the frame's record (even generation, CRC over
-//!    data and metadata) and, if it is on the same page, the next slot's
-//!    record marked odd (else that page is written next, before its data);
-//! 3. `persisted` advances (Release): the ring may reuse the RAM slot.
+//! Order, so that a live reader using the seqlock rule (record, data,
+//! record again) and a crash or power cut at any point see the truth, on
+//! any device, even one that reorders writes in its cache:
+//! 1. a slot's old record is marked odd ("being written") on stable
+//!    storage before its new data is written (marks are made a ring's
+//!    worth of frames ahead, at sync points);
+//! 2. each frame's data is written into its file slot as it comes;
+//! 3. at a sync point (every `SYNC_EVERY` or `max_loss / 2`, whichever is
+//!    shorter, or sooner when half the ring waits): `fdatasync`, then the
+//!    records of the frames written (even generation, CRC over data and
+//!    metadata) and the next marks, then `fdatasync` again. A record thus
+//!    never reaches the disk before its data (nor before the conversion of
+//!    the `fallocate`d extent the data went to), so a power cut leaves
+//!    frames valid, incomplete or empty, never corrupt;
+//! 4. then the RAM slots are let go (`persisted` advances): until its
+//!    record is in the file, a frame stays readable from the ring.
 //!
-//! Durability: an `fdatasync` every `max_loss / 2` (`SyncMode::Cadence`),
-//! or `O_DSYNC` writes (`SyncMode::Dsync`). A failed write or sync stops
-//! persistence for good and is reported; durability is never claimed past
-//! it.
+//! With nothing dirty in the page cache an `fdatasync` only commits the
+//! journal and flushes the device's cache, so two per sync point are
+//! cheap, and a power cut loses about `SYNC_EVERY` plus the writer's lag,
+//! far less than `max_loss`. `SyncMode::Dsync` opens the file `O_DSYNC`:
+//! every write is durable on return, so each frame's record follows its
+//! data at once. A failed write or sync stops persistence for good and is
+//! reported; durability is never claimed past it.
 //!
 //! Where the filesystem refuses `O_DIRECT` (tmpfs before Linux 6.6, some
 //! FUSE filesystems) the writer falls back to buffered `pwrite` from the
 //! same pages (one kernel copy into the page cache, still no faults) and
 //! says so.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +49,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crossbeam::queue::ArrayQueue;
+use crossbeam_queue::ArrayQueue;
 use memmap2::MmapMut;
 
 use super::{PersistConfig, PersistStats, Persister, SyncMode};
@@ -141,19 +153,17 @@ pub fn spawn(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(PersistStats::default());
-    let page = MmapMut::map_anon(PAGE as usize)?;
-    let mut w = Writer {
-        ring: Some(ring),
+    let ring_slots = u32::try_from(queue.frames.capacity()).unwrap_or(u32::MAX);
+    let mut w = Writer::new(
         file,
-        layout: target.header.layout,
-        slot_offset: target.slot_offset,
-        sequence_end: target.sequence_end,
-        page,
-        page_no: None,
-        dirty: false,
-        pending_odd: None,
-        sync: cfg.sync,
-    };
+        target.header.layout,
+        target.slot_offset,
+        target.sequence_end,
+        cfg.sync,
+        progress.first,
+        ring_slots,
+    )?;
+    w.ring = Some(ring);
     let (flag, st, q) = (stop.clone(), stats.clone(), queue.clone());
     let thread = std::thread::Builder::new()
         .name("pagecam-writer".into())
@@ -165,6 +175,29 @@ pub fn spawn(
     Ok(Persister::new(stop, thread, stats, mode.into()))
 }
 
+/// The longest time between two sync points of the direct writer.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
+
+/// A frame whose data is in the file but whose record is not yet: its
+/// record is written only once the data is on stable storage.
+struct Unrecorded {
+    fslot: u32,
+    meta: FrameMeta,
+    /// The frame checksum (data and metadata) for its record.
+    crc: u32,
+    /// The live ring's slot, held until the record is in the file, so that
+    /// a frame is always readable from the ring or from the recording.
+    held: Option<HeldSlot>,
+}
+
+/// A file slot marked odd ahead of its frame, with the generation it had.
+#[derive(Clone, Copy)]
+struct Mark {
+    sequence: u64,
+    fslot: u32,
+    generation: u64,
+}
+
 struct Writer {
     /// The live ring (`None` while recovering a dead capture's ring).
     ring: Option<Arc<Mapping>>,
@@ -172,13 +205,28 @@ struct Writer {
     layout: Layout,
     slot_offset: u64,
     sequence_end: Option<u64>,
+    sync: SyncMode,
     /// One 4 KiB page of the file's index, page-aligned for `O_DIRECT`.
     page: MmapMut,
     page_no: Option<u64>,
     dirty: bool,
-    /// File slot marked odd ahead of its data, with its generation before.
-    pending_odd: Option<(u32, u64)>,
-    sync: SyncMode,
+    /// The next frame's sequence: every frame before it has its data in
+    /// the file.
+    next: u64,
+    /// Written since the last fdatasync (data, records or marks).
+    unsynced: bool,
+    /// Data written, record waiting for the next sync point. Capacity:
+    /// the ring's slots (allocated once).
+    unrecorded: Vec<Unrecorded>,
+    /// Slots marked odd ahead of their frames, oldest first. Capacity:
+    /// `lookahead` (allocated once).
+    marks: VecDeque<Mark>,
+    /// Frames below this sequence have their slot marked (where it needs
+    /// a mark) in the file, and below `marks_durable` on stable storage.
+    marked_to: u64,
+    marks_durable: u64,
+    /// How many frames ahead a sync point marks.
+    lookahead: u64,
 }
 
 fn io_fail(what: &str, e: std::io::Error) -> String {
@@ -186,6 +234,40 @@ fn io_fail(what: &str, e: std::io::Error) -> String {
 }
 
 impl Writer {
+    fn new(
+        file: File,
+        layout: Layout,
+        slot_offset: u64,
+        sequence_end: Option<u64>,
+        sync: SyncMode,
+        first: u64,
+        ring_slots: u32,
+    ) -> std::io::Result<Self> {
+        let ring_slots = ring_slots.max(1) as u64;
+        // Far enough that data writes never wait for marks (the writer
+        // cannot get further ahead of a sync point than the ring), never
+        // more than half the recording (a mark costs the old frame there).
+        let lookahead = (2 * ring_slots).min(layout.slot_count as u64 / 2).max(1);
+        Ok(Writer {
+            ring: None,
+            file,
+            layout,
+            slot_offset,
+            sequence_end,
+            sync,
+            page: MmapMut::map_anon(PAGE as usize)?,
+            page_no: None,
+            dirty: false,
+            next: first,
+            unsynced: false,
+            unrecorded: Vec::with_capacity(ring_slots as usize),
+            marks: VecDeque::with_capacity(lookahead as usize),
+            marked_to: first,
+            marks_durable: first,
+            lookahead,
+        })
+    }
+
     fn run(
         &mut self,
         stop: &AtomicBool,
@@ -195,9 +277,12 @@ impl Writer {
         cfg: &PersistConfig,
     ) {
         let mut last_sync = Instant::now();
-        let mut synced_to = progress.first;
-        if let Err(e) = self.mark_next_odd(progress.first) {
-            st.fail(io_fail("index", e));
+        let sync_every = (cfg.max_loss / 2).min(SYNC_EVERY);
+        // A sync point early when half the ring waits for one, so a small
+        // ring does not fill with frames whose records are pending.
+        let early = (q.frames.capacity() / 2).max(1);
+        if let Err(e) = self.sync_point(st, progress) {
+            st.fail(e);
         }
         loop {
             let stopping = stop.load(Ordering::Acquire);
@@ -212,38 +297,27 @@ impl Writer {
                     break;
                 };
                 let started = Instant::now();
-                let written = self.write_frame(&c, &held);
-                // The slot may be reused from here on.
-                drop(held);
-                match written {
+                match self.write_frame(c, held, st, progress) {
                     Ok(bytes) => {
                         st.frames_written.fetch_add(1, Ordering::Relaxed);
                         st.bytes_written.fetch_add(bytes, Ordering::Relaxed);
                         st.worst_write_us
                             .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                        let next = c.meta.sequence + 1;
-                        // Release pairs with the ring's Acquire before it
-                        // reclaims the slot: our reads of it are done.
-                        progress.persisted.store(next, Ordering::Release);
-                        if self.sync == SyncMode::Dsync {
-                            progress.durable.store(next, Ordering::Release);
-                        }
                         wrote = true;
                     }
                     Err(e) => st.fail(e),
                 }
+                if self.sync == SyncMode::Dsync || self.unrecorded.len() >= early {
+                    break;
+                }
             }
-            let persisted = progress.persisted.load(Ordering::Relaxed);
-            let due = stopping || last_sync.elapsed() >= cfg.max_loss / 2;
-            if self.sync == SyncMode::Cadence && due && synced_to < persisted && !st.failed() {
-                let started = Instant::now();
-                match self.file.sync_data() {
-                    Ok(()) => {
-                        st.note_sync(started.elapsed().as_micros() as u64);
-                        progress.durable.store(persisted, Ordering::Release);
-                        synced_to = persisted;
-                    }
-                    Err(e) => st.fail(format!("fdatasync of the recording failed: {e}")),
+            let due = stopping
+                || self.sync == SyncMode::Dsync
+                || self.unrecorded.len() >= early
+                || last_sync.elapsed() >= sync_every;
+            if due && !st.failed() && !self.unrecorded.is_empty() {
+                if let Err(e) = self.sync_point(st, progress) {
+                    st.fail(e);
                 }
                 last_sync = Instant::now();
             } else if due {
@@ -255,20 +329,15 @@ impl Writer {
                 break;
             }
             if !wrote {
-                let wait = (cfg.max_loss / 2)
+                let wait = sync_every
                     .saturating_sub(last_sync.elapsed())
                     .min(cfg.period.max(Duration::from_millis(1)) * 20);
                 std::thread::park_timeout(wait);
             }
         }
         if !st.failed() {
-            if let Err(e) = self.restore_pending() {
-                st.fail(io_fail("index", e));
-            } else if self.sync == SyncMode::Cadence {
-                // The restored record must be durable too.
-                if let Err(e) = self.file.sync_data() {
-                    st.fail(format!("fdatasync of the recording failed: {e}"));
-                }
+            if let Err(e) = self.restore_marks(st) {
+                st.fail(e);
             }
         }
     }
@@ -279,7 +348,13 @@ impl Writer {
     }
 
     /// Write one frame of the live ring. Returns the bytes written.
-    fn write_frame(&mut self, c: &Committed, held: &HeldSlot) -> Result<u64, String> {
+    fn write_frame(
+        &mut self,
+        c: Committed,
+        held: HeldSlot,
+        st: &PersistStats,
+        progress: &Progress,
+    ) -> Result<u64, String> {
         // The held slot cannot have been reused: check anyway, it is cheap.
         let live = self.ring.as_ref().and_then(|r| r.generation(c.slot));
         if live != Some(c.generation) || held.slot() != c.slot {
@@ -289,71 +364,182 @@ impl Writer {
             ));
         }
         let crc = c.data_crc.unwrap_or_else(|| crc32c::crc32c(held.bytes()));
-        self.store(&c.meta, crc, held.page_bytes())
+        // `held` moves into the pending list after the write: it keeps the
+        // RAM slot until the frame's record is in the file.
+        let written = self.write_data(&c.meta, crc, held.page_bytes(), st, progress)?;
+        if let Some(u) = self.unrecorded.last_mut() {
+            u.held = Some(held);
+        }
+        Ok(written)
     }
 
-    /// Write a frame (`data`: its bytes rounded up to whole pages, for
-    /// O_DIRECT; `data_crc`: the CRC32C of its `bytes_used`), then its
-    /// record and the next slot's odd mark. Returns the bytes written.
-    fn store(&mut self, meta: &FrameMeta, data_crc: u32, data: &[u8]) -> Result<u64, String> {
-        let crc = meta.checksum(data_crc);
+    /// Write a frame's data (`data`: its bytes rounded up to whole pages,
+    /// for O_DIRECT; `data_crc`: the CRC32C of its `bytes_used`) into its
+    /// file slot, whose old record is already marked odd on stable storage.
+    /// Its record waits for the next sync point. Returns the bytes written.
+    fn write_data(
+        &mut self,
+        meta: &FrameMeta,
+        data_crc: u32,
+        data: &[u8],
+        st: &PersistStats,
+        progress: &Progress,
+    ) -> Result<u64, String> {
+        if meta.sequence < self.next {
+            return Err(format!(
+                "internal error: frame {} reached the writer after frame {}",
+                meta.sequence,
+                self.next - 1
+            ));
+        }
+        // A gap (a recovered ring missing a frame): the slots in between
+        // keep what they hold.
+        self.next = meta.sequence;
+        // The slot's old record must be marked odd on stable storage
+        // before its data changes: one sync point normally suffices (the
+        // lookahead is at least one frame).
+        for _ in 0..2 {
+            if meta.sequence < self.marks_durable {
+                break;
+            }
+            self.sync_point(st, progress)?;
+        }
+        if meta.sequence >= self.marks_durable {
+            return Err(format!(
+                "internal error: no durable mark for frame {}",
+                meta.sequence
+            ));
+        }
         let fslot = self.file_slot(meta.sequence);
         if !data.is_empty() {
             self.file
                 .write_all_at(data, self.layout.slot_offset(fslot))
                 .map_err(|e| io_fail("frame data", e))?;
+            self.unsynced = true;
         }
-        let written = data.len() as u64;
-        let prev = self.record(fslot).map_err(|e| io_fail("index", e))?;
-        let generation = if prev.generation % 2 == 1 {
-            prev.generation + 1
-        } else {
-            prev.generation + 2
-        };
-        self.set_record(
+        self.unrecorded.push(Unrecorded {
             fslot,
-            Record {
-                generation,
-                meta: *meta,
-                crc,
-            },
-        )
-        .map_err(|e| io_fail("index", e))?;
-        if self.pending_odd.is_some_and(|(s, _)| s == fslot) {
-            self.pending_odd = None;
-        }
-        self.mark_next_odd(meta.sequence + 1)
+            meta: *meta,
+            crc: meta.checksum(data_crc),
+            held: None,
+        });
+        self.next = meta.sequence + 1;
+        Ok(data.len() as u64)
+    }
+
+    /// Make the data written so far durable, then write its records and
+    /// the next marks, and make those durable:
+    /// 1. fdatasync (data, and the extent conversions it needs);
+    /// 2. the records of the frames written (even generation, CRC): a
+    ///    record is never on disk before its data;
+    /// 3. odd marks on the slots of the next `lookahead` frames, whose old
+    ///    frames are about to be overwritten: an old record is never on
+    ///    disk beside new data;
+    /// 4. fdatasync (records and marks).
+    ///
+    /// With `O_DSYNC` every write is durable on return: no fdatasync.
+    fn sync_point(&mut self, st: &PersistStats, progress: &Progress) -> Result<(), String> {
+        self.fdatasync(st)?;
+        let mut pending = std::mem::take(&mut self.unrecorded);
+        let recorded = pending.last().map(|u| u.meta.sequence + 1);
+        for u in &pending {
+            let prev = self.record(u.fslot).map_err(|e| io_fail("index", e))?;
+            // Marked odd (g + 1) or left odd by a crash: the next even
+            // value; blank or never marked: two on.
+            let generation = if prev.generation % 2 == 1 {
+                prev.generation + 1
+            } else {
+                prev.generation + 2
+            };
+            self.set_record(
+                u.fslot,
+                Record {
+                    generation,
+                    meta: u.meta,
+                    crc: u.crc,
+                },
+            )
             .map_err(|e| io_fail("index", e))?;
+            while self
+                .marks
+                .front()
+                .is_some_and(|m| m.sequence <= u.meta.sequence)
+            {
+                self.marks.pop_front();
+            }
+        }
+        self.extend_marks().map_err(|e| io_fail("index", e))?;
         self.flush().map_err(|e| io_fail("index", e))?;
-        Ok(written + PAGE)
-    }
-
-    /// Mark the file slot of frame `sequence` "being written" (odd), unless
-    /// no such frame can come (`--on-full stop`).
-    fn mark_next_odd(&mut self, sequence: u64) -> std::io::Result<()> {
-        if self.sequence_end.is_some_and(|end| sequence >= end) {
-            return Ok(());
+        // The records are in the file: readers find these frames there, so
+        // the ring may reuse their slots.
+        pending.clear();
+        self.unrecorded = pending;
+        if let Some(next) = recorded {
+            // Release pairs with readers' Acquire of the watermark.
+            progress.persisted.store(next, Ordering::Release);
         }
-        let fslot = self.file_slot(sequence);
-        let mut r = self.record(fslot)?;
-        if r.generation % 2 == 0 {
-            self.pending_odd = Some((fslot, r.generation));
-            r.generation += 1;
-            self.set_record(fslot, r)?;
-        }
-        self.flush()
-    }
-
-    /// At a clean stop: the slot marked odd for a frame that never came
-    /// gets its old generation back, so the frame it holds stays valid.
-    fn restore_pending(&mut self) -> std::io::Result<()> {
-        if let Some((fslot, generation)) = self.pending_odd.take() {
-            let mut r = self.record(fslot)?;
-            r.generation = generation;
-            self.set_record(fslot, r)?;
-            self.flush()?;
+        self.fdatasync(st)?;
+        self.marks_durable = self.marked_to;
+        if let Some(next) = recorded {
+            progress.durable.store(next, Ordering::Release);
         }
         Ok(())
+    }
+
+    fn fdatasync(&mut self, st: &PersistStats) -> Result<(), String> {
+        if self.sync == SyncMode::Dsync || !self.unsynced {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.file
+            .sync_data()
+            .map_err(|e| format!("fdatasync of the recording failed: {e}"))?;
+        st.note_sync(started.elapsed().as_micros() as u64);
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Mark the slots of the frames up to `next + lookahead` odd ("being
+    /// written") where they hold a committed frame. Blank slots need no
+    /// mark (no old record can pair with new data), nor slots already odd.
+    fn extend_marks(&mut self) -> std::io::Result<()> {
+        let mut end = self.next.saturating_add(self.lookahead);
+        if let Some(e) = self.sequence_end {
+            end = end.min(e);
+        }
+        self.marked_to = self.marked_to.max(self.next);
+        while self.marked_to < end {
+            let sequence = self.marked_to;
+            let fslot = self.file_slot(sequence);
+            let mut r = self.record(fslot)?;
+            if r.generation != 0 && r.generation % 2 == 0 {
+                self.marks.push_back(Mark {
+                    sequence,
+                    fslot,
+                    generation: r.generation,
+                });
+                r.generation += 1;
+                self.set_record(fslot, r)?;
+            }
+            self.marked_to = sequence + 1;
+        }
+        Ok(())
+    }
+
+    /// At a clean stop: slots marked for frames that never came get their
+    /// old generation back, so the frames they hold stay valid.
+    fn restore_marks(&mut self, st: &PersistStats) -> Result<(), String> {
+        if self.marks.is_empty() {
+            return Ok(());
+        }
+        while let Some(m) = self.marks.pop_front() {
+            let mut r = self.record(m.fslot).map_err(|e| io_fail("index", e))?;
+            r.generation = m.generation;
+            self.set_record(m.fslot, r)
+                .map_err(|e| io_fail("index", e))?;
+        }
+        self.flush().map_err(|e| io_fail("index", e))?;
+        self.fdatasync(st)
     }
 
     fn page_of(&self, slot: u32) -> (u64, usize) {
@@ -393,6 +579,7 @@ impl Writer {
             self.file
                 .write_all_at(&self.page, self.layout.index_offset + no * PAGE)?;
             self.dirty = false;
+            self.unsynced = true;
         }
         Ok(())
     }
@@ -457,20 +644,18 @@ pub fn recover(
     if let Some(note) = note {
         tracing::warn!("{note}");
     }
-    let mut w = Writer {
-        ring: None,
+    let ring_slots = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+    let mut w = Writer::new(
         file,
-        layout: rec.header.layout,
+        rec.header.layout,
         slot_offset,
-        sequence_end: end,
-        page: MmapMut::map_anon(PAGE as usize).map_err(|e| io_fail("buffer", e))?,
-        page_no: None,
-        dirty: false,
-        pending_odd: None,
+        end,
         sync,
-    };
-    w.mark_next_odd(frames[0].1.sequence)
-        .map_err(|e| io_fail("index", e))?;
+        frames[0].1.sequence,
+        ring_slots,
+    )
+    .map_err(|e| io_fail("buffer", e))?;
+    let (st, progress) = (PersistStats::default(), Progress::new(frames[0].1.sequence));
     for (slot, meta) in &frames {
         let used = meta.bytes_used as usize;
         let page_len = used.div_ceil(PAGE as usize) * PAGE as usize;
@@ -480,9 +665,10 @@ pub fn recover(
         ) else {
             return Err(format!("RAM ring slot {slot} is out of range"));
         };
-        w.store(meta, crc32c::crc32c(bytes), data)?;
+        w.write_data(meta, crc32c::crc32c(bytes), data, &st, &progress)?;
     }
-    w.restore_pending().map_err(|e| io_fail("index", e))?;
+    w.sync_point(&st, &progress)?;
+    w.restore_marks(&st)?;
     w.file
         .sync_data()
         .map_err(|e| format!("fdatasync of the recording failed: {e}"))?;

@@ -381,35 +381,16 @@ impl BufArg {
     }
 }
 
-/// The symbolic name of an errno value (`EFAULT`), for one-line messages.
+/// The symbolic name of an errno value (`EFAULT`), for one-line messages
+/// (nix's `Errno` knows every name).
 pub fn errno_name(e: &io::Error) -> String {
-    let n = match e.raw_os_error() {
-        Some(n) => n,
-        None => return e.to_string(),
-    };
-    let name = match n {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::ENODEV => "ENODEV",
-        libc::EINVAL => "EINVAL",
-        libc::ENOSPC => "ENOSPC",
-        libc::EPIPE => "EPIPE",
-        libc::ERANGE => "ERANGE",
-        libc::ENOTTY => "ENOTTY",
-        libc::ENOLINK => "ENOLINK",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        _ => return format!("errno {n}"),
-    };
-    name.to_string()
+    match e.raw_os_error() {
+        Some(n) => match nix::errno::Errno::from_raw(n) {
+            nix::errno::Errno::UnknownErrno => format!("errno {n}"),
+            known => format!("{known:?}"),
+        },
+        None => e.to_string(),
+    }
 }
 
 /// `"QBUF: EFAULT (Bad address)"`.
