@@ -69,7 +69,7 @@ step "build tests" cargo test --workspace --no-run --quiet
 # Host tests first, then the qemu guests on their own: a TCG guest keeps
 # both cores busy, and the host tests run the pipeline at real frame rates.
 step "host tests" cargo test --workspace -- --skip vivid:: --skip powercut:: --skip arm64::
-step "qemu guests (vivid, powercut, arm64)" cargo test --test tests -- vivid:: powercut:: arm64::
+step "qemu guests (vivid, powercut, arm64, service)" cargo test --test tests -- vivid:: powercut:: arm64:: service::
 if [ -n "${PAGECAM_SKIP_FRESH:-}" ]; then
     echo "NOT RUN: fresh-machine check (PAGECAM_SKIP_FRESH is set)" >&2
 elif [ "$(id -u)" != 0 ]; then

@@ -196,3 +196,115 @@ impl Guest<'_> {
         std::fs::read_to_string(&host).unwrap_or_default()
     }
 }
+
+/// Copy a file out of a guest's disk image (`vm.sh pull`).
+pub fn pull_file(disk: &Path, guest_path: &str, host_path: &Path) {
+    let out = Command::new(vm_sh())
+        .arg("pull")
+        .arg(disk)
+        .arg(guest_path)
+        .arg(host_path)
+        .output()
+        .expect("vm.sh pull");
+    assert!(
+        out.status.success(),
+        "pull {guest_path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A guest that boots Debian 12 with systemd as PID 1 (`vm.sh run
+/// --systemd`, x86_64): the cached Debian root, with `files` copied in and
+/// the disk mounted at `disk_at`. Unlike [`Guest`], vivid is not loaded at
+/// boot: the script loads it (`modprobe vivid` uses the `vivid` options),
+/// so udev and systemd see the camera appear.
+pub struct SystemdGuest<'a> {
+    pub kernel: &'a str,
+    pub disk: &'a Path,
+    /// Create the disk first with this size (fresh ext4).
+    pub mkdisk: Option<&'a str>,
+    /// Where the disk is mounted in the guest.
+    pub disk_at: &'a str,
+    pub vivid: &'a str,
+    /// Host files and where they go in the guest (`vm.sh --add`).
+    pub files: Vec<(PathBuf, String)>,
+    pub timeout: Duration,
+}
+
+impl SystemdGuest<'_> {
+    /// Boot and run `script` (as root, in /root, once basic.target is
+    /// reached). A kernel that dies before the command starts is booted
+    /// again, at most twice, as in [`Guest::run_on`].
+    pub fn run(&self, script: &str) -> GuestRun {
+        let mut attempt = 1;
+        loop {
+            let run = self.run_once(script);
+            let died_booting = run.code == Some(125)
+                && !run.harness.contains("booted in")
+                && !run.harness.contains("[vm.sh] error:");
+            if !died_booting || attempt == 3 {
+                assert_ne!(
+                    run.code,
+                    Some(125),
+                    "the VM harness failed:\n{}\n{}",
+                    run.harness,
+                    run.console
+                );
+                assert_ne!(
+                    run.code,
+                    Some(124),
+                    "the guest timed out:\n{}\n{}",
+                    run.harness,
+                    run.console
+                );
+                return run;
+            }
+            eprintln!(
+                "systemd guest {}: the kernel died while booting (qemu TCG flake): booting again\n{}",
+                self.kernel, run.harness
+            );
+            attempt += 1;
+        }
+    }
+
+    fn run_once(&self, script: &str) -> GuestRun {
+        let mut cmd = Command::new(vm_sh());
+        cmd.args(["run", "--systemd", "--kernel", self.kernel]);
+        cmd.arg("--disk").arg(self.disk);
+        cmd.args(["--disk-at", self.disk_at]);
+        if let Some(size) = self.mkdisk {
+            cmd.args(["--mkdisk", size]);
+        }
+        if !self.vivid.is_empty() {
+            cmd.args(["--vivid", self.vivid]);
+        }
+        for (host, guest) in &self.files {
+            let mut add = host.clone().into_os_string();
+            add.push(":");
+            add.push(guest);
+            cmd.arg("--add").arg(add);
+        }
+        cmd.args([
+            "--timeout",
+            &self.timeout.as_secs().to_string(),
+            "--",
+            script,
+        ]);
+        let out = finish(
+            spawn(cmd),
+            self.timeout + Duration::from_secs(600),
+            "qemu guest (systemd)",
+        );
+        GuestRun {
+            code: out.status.code(),
+            console: String::from_utf8_lossy(&out.stdout).into_owned(),
+            harness: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Copy a file out of the guest's disk (a path on that disk, e.g.
+    /// `/video0.pcam` for `{disk_at}/video0.pcam`).
+    pub fn pull(&self, guest_path: &str, host_path: &Path) {
+        pull_file(self.disk, guest_path, host_path);
+    }
+}

@@ -17,6 +17,7 @@
 //! - `vivid`: the same binaries against the vivid camera on Linux 6.1 and 6.12.
 //! - `powercut`: power cuts (qemu SIGKILL) while recording vivid on Linux 6.1 and 6.12.
 //! - `arm64`: the static aarch64 build against vivid on Debian's arm64 Linux 6.1 (qemu).
+//! - `service`: the units under systemd as PID 1 (Debian 12 guests, Linux 6.1 and 6.12): udev, watchdog, fd store, unplug.
 
 mod analytics;
 mod arm64;
@@ -28,6 +29,7 @@ mod handover;
 mod hostile;
 mod pipeline;
 mod powercut;
+mod service;
 mod systemd;
 mod util;
 mod vivid;

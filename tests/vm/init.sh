@@ -7,6 +7,9 @@
 #   vivid_opts  options for `modprobe vivid`
 #   disk        "1" when a virtio disk is attached (mounted ext4 at /data)
 #   term_size   "ROWS COLS" of the developer's terminal (shell mode only)
+#   init        "systemd" (vm.sh --systemd): switch_root into the Debian root
+#               on /dev/vda instead; see boot_systemd
+#   disk_at     with init=systemd: where the --disk (then /dev/vdb) goes
 #
 # Protocol with the host (vm.sh reads the serial console line by line):
 #   "[pagecam-vm] ..."          diagnostics, shown on the host's stderr
@@ -65,6 +68,58 @@ ln -sf /proc/self/fd/2 /dev/stderr
 hostname pagecam-vm
 ip link set lo up 2>/dev/null
 
+# wait_for PATH TENTHS: devtmpfs creates nodes asynchronously-ish; poll.
+wait_for() {
+	i=0
+	while [ ! -e "$1" ] && [ "$i" -lt "$2" ]; do
+		usleep 100000
+		i=$((i + 1))
+	done
+	[ -e "$1" ]
+}
+
+# --- systemd guests (vm.sh --systemd) ----------------------------------------
+# This initramfs only brings up the disks: it mounts the cached Debian root
+# (/dev/vda; qemu keeps its writes in a throw-away overlay) and the --disk
+# (/dev/vdb) inside it, copies in this run's files (vm.sh staged them under
+# /sysroot-files, libraries under /sysroot-libs: those never replace the
+# root's own), this kernel's modules and the run's config, and hands over
+# to systemd. vivid is left to the command (`modprobe vivid` picks up the
+# --vivid options from /etc/modprobe.d/pagecam-vm.conf), so that udev and
+# systemd see the camera appear.
+boot_systemd() {
+	for m in $(read_cfg disk_modules); do
+		modprobe "$m" || fail "modprobe $m"
+	done
+	wait_for /dev/vda 100 || fail "/dev/vda (the Debian root) did not appear"
+	mkdir -p /sysroot
+	mount -t ext4 -o rw /dev/vda /sysroot || fail "mount -t ext4 /dev/vda /sysroot"
+	if [ "$(read_cfg disk)" = 1 ]; then
+		at=$(read_cfg disk_at)
+		wait_for /dev/vdb 100 || fail "/dev/vdb did not appear"
+		mkdir -p "/sysroot$at"
+		mount -t ext4 /dev/vdb "/sysroot$at" || fail "mount -t ext4 /dev/vdb /sysroot$at"
+	fi
+	cp -a /sysroot-files/. /sysroot/ || fail "copying the run's files into the root"
+	cp -an /sysroot-libs/. /sysroot/ 2>/dev/null
+	kver=$(uname -r)
+	mkdir -p /sysroot/usr/lib/modules
+	rm -rf "/sysroot/usr/lib/modules/$kver"
+	cp -a "/usr/lib/modules/$kver" /sysroot/usr/lib/modules/ || fail "copying the modules"
+	mkdir -p /sysroot/etc/pagecam-vm /sysroot/etc/modprobe.d
+	cp -a "$cfg/." /sysroot/etc/pagecam-vm/
+	opts=$(read_cfg vivid_opts)
+	[ -z "$opts" ] || echo "options vivid $opts" >/sysroot/etc/modprobe.d/pagecam-vm.conf
+	# systemd mounts /run, /tmp and friends itself; /dev, /proc and /sys
+	# move along (as a Debian initramfs does), keeping our console open.
+	umount /dev/pts /dev/shm /tmp /run 2>/dev/null
+	mount --move /dev /sysroot/dev || fail "mount --move /dev"
+	mount --move /proc /sysroot/proc || fail "mount --move /proc"
+	mount --move /sys /sysroot/sys || fail "mount --move /sys"
+	exec switch_root /sysroot /lib/systemd/systemd
+}
+[ "$(read_cfg init)" = systemd ] && boot_systemd
+
 # --- kernel modules ----------------------------------------------------------
 disk=$(read_cfg disk)
 if [ "$disk" = 1 ]; then
@@ -75,16 +130,6 @@ if [ "$disk" = 1 ]; then
 fi
 # shellcheck disable=SC2046 # word splitting of the options is intended
 modprobe vivid $(read_cfg vivid_opts) || fail "modprobe vivid $(read_cfg vivid_opts)"
-
-# wait_for PATH TENTHS: devtmpfs creates nodes asynchronously-ish; poll.
-wait_for() {
-	i=0
-	while [ ! -e "$1" ] && [ "$i" -lt "$2" ]; do
-		usleep 100000
-		i=$((i + 1))
-	done
-	[ -e "$1" ]
-}
 
 # vivid's node_types option may legitimately omit the video capture node, so
 # a missing /dev/video0 is only a warning.

@@ -14,6 +14,9 @@
 #   vm.sh pull IMG GUESTPATH HOSTPATH
 #       Copy a file out of an ext4 image with debugfs (no mount, no root).
 #       GUESTPATH is the path in the image; a leading /data is accepted.
+#   vm.sh prepare --systemd [6.1] [6.12]
+#       Also build the cached Debian 12 root that --systemd boots (needs
+#       root or sudo: debootstrap; once, a few minutes).
 #
 # Options of run/shell:
 #   --arch x86_64|arm64      guest architecture (default x86_64). arm64 boots
@@ -37,6 +40,17 @@
 #   --kill-on MARKER         power-cut simulation: when a console line contains
 #   --kill-delay SEC         MARKER, wait SEC (fractional ok, default 0), then
 #                            SIGKILL qemu -> exit 137
+#   --systemd                boot Debian 12 with systemd as PID 1 (x86_64):
+#                            the busybox initramfs loads the disk modules,
+#                            mounts the cached Debian root (its writes go to
+#                            a throw-away overlay, qemu snapshot=on), copies
+#                            --bin/--add files and the kernel's modules in
+#                            and switch_roots to /lib/systemd/systemd; the
+#                            command runs as a service once basic.target is
+#                            reached. vivid is NOT loaded: `modprobe vivid`
+#                            in the command uses the --vivid options
+#   --disk-at PATH           with --systemd: mount --disk at PATH (default
+#                            /data); the command runs in /root
 #   --mem MB                 guest memory (default 1024)
 #   --append 'ARGS'          extra kernel command line arguments
 #   --verbose                show kernel messages and boot details
@@ -66,6 +80,14 @@
 #   data to /data (--disk) and `pull` it instead of printing it.
 # * Runs are independent: each uses its own mktemp work dir; the shared cache
 #   is only written under an flock, and artifacts appear by atomic rename.
+# * --systemd keeps the same initramfs as the first stage (it is the fastest
+#   way under TCG to get the virtio disk up: no udev, no Debian initramfs
+#   scripts), then switch_roots into an ext4 image of a debootstrap'ed
+#   Debian 12 root (minbase + systemd, udev, kmod, dbus), built once and
+#   cached. The image is kernel-independent: the initramfs copies its
+#   modules (vivid, disk) in. Boot goes to pagecam-vm.target (basic.target
+#   plus the command's service), not multi-user.target, and units a
+#   throw-away test machine does not need are masked in the image.
 set -euo pipefail
 # mkfs.ext4, debugfs, depmod live in sbin, which a normal user's PATH lacks.
 PATH=$PATH:/usr/sbin:/sbin
@@ -82,6 +104,35 @@ readonly BASE_FORMAT=2
 # CPU has no SSE4.2 for crc32c-intel.
 readonly DISK_MODULES=(virtio_pci virtio_blk crc32c_generic ext4)
 readonly EXIT_HARNESS=125 EXIT_TIMEOUT=124 EXIT_POWERCUT=137
+# The --systemd root: bump SYSROOT_FORMAT when the recipe below changes
+# (the cache key also covers the packages and the mirror).
+readonly SYSROOT_FORMAT=2 SYSROOT_SUITE=bookworm
+readonly SYSROOT_PACKAGES=(systemd systemd-sysv udev kmod dbus)
+# Units a throw-away test machine does not need (masked): first-boot and
+# /usr-update jobs (hwdb, ldconfig and catalog rebuilds are slow under
+# TCG; sysusers is run by the install steps under test, as a package's
+# postinst would), file systems nobody uses, and periodic jobs.
+readonly SYSROOT_MASK=(
+	systemd-hwdb-update.service ldconfig.service systemd-journal-catalog-update.service
+	systemd-update-done.service systemd-firstboot.service systemd-machine-id-commit.service
+	systemd-sysusers.service systemd-binfmt.service proc-sys-fs-binfmt_misc.automount
+	sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount
+	sys-fs-fuse-connections.mount dev-hugepages.mount dev-mqueue.mount systemd-pstore.service
+	modprobe@configfs.service modprobe@dm_mod.service modprobe@drm.service
+	modprobe@efi_pstore.service modprobe@fuse.service modprobe@loop.service
+	systemd-journal-flush.service systemd-update-utmp.service systemd-random-seed.service
+	apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer
+	e2scrub_reap.service fstrim.timer systemd-tmpfiles-clean.timer
+)
+# Generators that find nothing here (no crypt/verity/integrity devices, no
+# GPT, no SysV scripts, the console is not a getty): each costs a fork and
+# exec at every boot and daemon-reload. fstab's stays.
+readonly SYSROOT_MASK_GENERATORS=(
+	systemd-cryptsetup-generator systemd-integritysetup-generator systemd-veritysetup-generator
+	systemd-gpt-auto-generator systemd-hibernate-resume-generator systemd-sysv-generator
+	systemd-rc-local-generator systemd-getty-generator systemd-system-update-generator
+	systemd-debug-generator systemd-run-generator
+)
 
 # Guest architecture (--arch); set_arch runs before anything else.
 ARCH=x86_64 DEB_ARCH=amd64 QEMU=qemu-system-x86_64 QEMU_PKG=qemu-system-x86
@@ -514,10 +565,15 @@ guest_path() {
 	esac
 }
 
-# stage_file SRC GUESTPATH: copy SRC (symlinks resolved) into the run stage.
+# Where staged files go: the initramfs itself, or with --systemd the trees
+# /init copies into the Debian root (FILES over it, LIBS only where the
+# root has no such file: it has its own C library).
+STAGE_FILES='' STAGE_LIBS=''
+# stage_file SRC GUESTPATH [BASE]: copy SRC (symlinks resolved) into the run
+# stage (BASE: default STAGE_FILES).
 stage_file() {
 	local dst
-	dst=$STAGE$(guest_path "$2")
+	dst=${3:-$STAGE_FILES}$(guest_path "$2")
 	[[ -f $1 ]] || die "no such file: $1"
 	mkdir -p "$(dirname "$dst")"
 	cp -L --preserve=mode "$1" "$dst"
@@ -572,12 +628,90 @@ stage_bin() {
 			die "--bin $bin: missing libraries: $(grep 'not found' <<<"$out" | xargs)"
 		fi
 		while read -r lib; do
-			stage_file "$lib" "$lib"
+			stage_file "$lib" "$lib" "$STAGE_LIBS"
 		done < <(awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' <<<"$out")
 		# Lets the guest's ld.so find libraries outside the default dirs
-		# (e.g. /usr/local/lib) at the same paths as on the host.
-		[[ ! -f /etc/ld.so.cache ]] || cp /etc/ld.so.cache "$STAGE/etc/ld.so.cache"
+		# (e.g. /usr/local/lib) at the same paths as on the host. (A
+		# Debian root keeps its own cache.)
+		[[ ! -f /etc/ld.so.cache || $STAGE_LIBS != "$STAGE" ]] || cp /etc/ld.so.cache "$STAGE/etc/ld.so.cache"
 	fi # else: static executable (ldd fails on those)
+}
+
+# ---------------------------------------------------------------------------
+# The Debian root for --systemd
+# ---------------------------------------------------------------------------
+
+# host_mirror: the host's Debian mirror (apt sources), as fresh-machine.sh.
+host_mirror() {
+	local m
+	m=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+		awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }
+		     /^deb / { print ($2 ~ /^\[/ ? $3 : $2) }' |
+		grep -E '/debian/?$' | head -n 1 || true)
+	echo "${m:-http://deb.debian.org/debian}"
+}
+
+# sysroot_image: the cache path of the root image for this recipe.
+sysroot_image() {
+	local key
+	key=$(echo "$SYSROOT_FORMAT $SYSROOT_SUITE $(host_mirror) ${SYSROOT_PACKAGES[*]}" \
+		"${SYSROOT_MASK[*]} ${SYSROOT_MASK_GENERATORS[*]}" |
+		sha256sum | cut -c1-12)
+	echo "$CACHE/sysroot/debian12-systemd-$key.img"
+}
+
+# build_sysroot OUT: debootstrap the root and make OUT, an ext4 image of
+# it. Must run under the cache lock. Needs root (debootstrap; files owned
+# by other users), through as_root.
+build_sysroot() {
+	local out=$1 tmp r mirror t0=$SECONDS u
+	[[ ! -f $out ]] || return 0 # built by a parallel run meanwhile
+	[[ $ARCH == x86_64 ]] || die "--systemd: x86_64 guests only"
+	command -v debootstrap >/dev/null || apt_install debootstrap
+	mirror=$(host_mirror)
+	mkdir -p "$CACHE/sysroot"
+	tmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
+	r=$tmp/root
+	msg "debootstrap --variant=minbase $SYSROOT_SUITE + ${SYSROOT_PACKAGES[*]} from $mirror (once; cached as $out)"
+	as_root debootstrap --variant=minbase --include="$(
+		IFS=,
+		echo "${SYSROOT_PACKAGES[*]}"
+	)" "$SYSROOT_SUITE" "$r" "$mirror" >"$tmp/debootstrap.log" 2>&1 || {
+		tail -n 30 "$tmp/debootstrap.log" >&2
+		as_root rm -rf "$tmp"
+		die "debootstrap failed"
+	}
+	# A fixed machine id: an empty one would make every boot a "first
+	# boot" (presets applied to every unit, firstboot prompts).
+	as_root sh -c "od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >'$r/etc/machine-id'; echo >>'$r/etc/machine-id'"
+	as_root sh -c "echo pagecam-vm >'$r/etc/hostname'"
+	as_root sh -c "printf '127.0.0.1 localhost\n127.0.1.1 pagecam-vm\n' >'$r/etc/hosts'"
+	# The initramfs mounts the root read-write; nothing else to mount.
+	as_root sh -c "echo '# the root is mounted by the pagecam-vm initramfs' >'$r/etc/fstab'"
+	as_root mkdir -p "$r/etc/systemd/journald.conf.d"
+	as_root sh -c "printf '[Journal]\nStorage=volatile\n' >'$r/etc/systemd/journald.conf.d/pagecam-vm.conf'"
+	for u in "${SYSROOT_MASK[@]}"; do
+		as_root ln -sf /dev/null "$r/etc/systemd/system/$u"
+	done
+	as_root mkdir -p "$r/etc/systemd/system-generators"
+	for u in "${SYSROOT_MASK_GENERATORS[@]}"; do
+		as_root ln -sf /dev/null "$r/etc/systemd/system-generators/$u"
+	done
+	as_root rm -rf "$r"/var/cache/apt/*.bin "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
+	# Sparse; writes in a run go to qemu's snapshot overlay, never here.
+	truncate -s 2G "$tmp/root.img"
+	as_root mkfs.ext4 -q -F -L pagecam-root -E lazy_itable_init=0,lazy_journal_init=0 \
+		-d "$r" "$tmp/root.img" || die "mkfs.ext4 -d failed"
+	find "$CACHE/sysroot" -maxdepth 1 -name 'debian12-systemd-*.img' -delete
+	mv "$tmp/root.img" "$out"
+	as_root rm -rf "$tmp"
+	msg "Debian 12 systemd root built in $((SECONDS - t0))s: $(du -h "$out" | cut -f1) used of 2G, $out"
+}
+
+# ensure_sysroot: sets SYSROOT_IMG, building it if missing.
+ensure_sysroot() {
+	SYSROOT_IMG=$(sysroot_image)
+	[[ -f $SYSROOT_IMG ]] || with_cache_lock build_sysroot "$SYSROOT_IMG"
 }
 
 # ---------------------------------------------------------------------------
@@ -624,12 +758,12 @@ run_vm() {
 	local mode=$1
 	shift
 	local series="" disk="" mkdisk="" vivid_opts="" timeout="" kill_on=""
-	local kill_delay=0 mem=1024 append="" verbose=0 v4l2ctl=0
+	local kill_delay=0 mem=1024 append="" verbose=0 v4l2ctl=0 systemd=0 disk_at=""
 	local bins=() adds=() cmd=""
 	while (($#)); do
 		case $1 in
 		--arch | --kernel | --bin | --add | --disk | --mkdisk | --vivid | --timeout | \
-			--kill-on | --kill-delay | --mem | --append)
+			--kill-on | --kill-delay | --mem | --append | --disk-at)
 			(($# >= 2)) || die "$1 needs a value"
 			case $1 in
 			--arch) set_arch "$2" ;;
@@ -644,10 +778,12 @@ run_vm() {
 			--kill-delay) kill_delay=$2 ;;
 			--mem) mem=$2 ;;
 			--append) append=$2 ;;
+			--disk-at) disk_at=$2 ;;
 			esac
 			shift
 			;;
 		--v4l2-ctl) v4l2ctl=1 ;;
+		--systemd) systemd=1 ;;
 		--verbose) verbose=1 ;;
 		-h | --help) usage 0 ;;
 		--)
@@ -666,6 +802,11 @@ run_vm() {
 	[[ $mem =~ ^[0-9]+$ ]] || die "--mem wants megabytes, got '$mem'"
 	((!v4l2ctl)) || [[ $ARCH == x86_64 ]] ||
 		die "--v4l2-ctl is for x86_64 guests (it copies the host's dynamically linked v4l2-ctl); in $ARCH guests set controls with pagecam-capture --ctrl"
+	((!systemd)) || [[ $ARCH == x86_64 ]] || die "--systemd: x86_64 guests only"
+	[[ -z $disk_at ]] || ((systemd)) || die "--disk-at is for --systemd guests (the busybox guest mounts --disk at /data)"
+	[[ -n $disk_at ]] || disk_at=/data
+	[[ $disk_at == /?* && $disk_at != *[[:space:]]* && $disk_at != *..* ]] ||
+		die "--disk-at wants an absolute path without spaces, got '$disk_at'"
 	[[ -n $timeout ]] || { [[ $mode == run ]] && timeout=600 || timeout=0; }
 	local timeout_us kill_delay_us
 	timeout_us=$(to_usec "$timeout")
@@ -674,6 +815,7 @@ run_vm() {
 	ensure_host_tools
 	init_cache
 	ensure_kernel "$series"
+	((!systemd)) || ensure_sysroot
 	((v4l2ctl)) && { command -v v4l2-ctl >/dev/null || apt_install v4l-utils; }
 
 	trap cleanup EXIT
@@ -694,12 +836,28 @@ run_vm() {
 	if [[ $mode == shell ]] && [[ -t 0 ]]; then
 		stty size >"$c/term_size" 2>/dev/null || true
 	fi
+	STAGE_FILES=$STAGE STAGE_LIBS=$STAGE
+	if ((systemd)); then
+		echo systemd >"$c/init"
+		echo "$disk_at" >"$c/disk_at"
+		STAGE_FILES=$STAGE/sysroot-files STAGE_LIBS=$STAGE/sysroot-libs
+		mkdir -p "$STAGE_FILES" "$STAGE_LIBS"
+		# The command's service and the target it boots to.
+		stage_file "$SCRIPT_DIR/systemd/pagecam-vm.target" /etc/systemd/system/pagecam-vm.target
+		stage_file "$SCRIPT_DIR/systemd/pagecam-vm-run.service" /etc/systemd/system/pagecam-vm-run.service
+		stage_file "$SCRIPT_DIR/systemd/run.sh" /usr/lib/pagecam-vm/run
+		if [[ $mode == shell ]]; then
+			mkdir -p "$STAGE_FILES/etc/systemd/system/pagecam-vm-run.service.d"
+			printf '[Service]\nStandardInput=tty\n' \
+				>"$STAGE_FILES/etc/systemd/system/pagecam-vm-run.service.d/shell.conf"
+		fi
+	fi
 	local b a
 	((v4l2ctl)) && stage_bin "$(command -v v4l2-ctl)"
 	for b in "${bins[@]}"; do stage_bin "$b"; done
 	for a in "${adds[@]}"; do
 		[[ $a == *:* ]] || die "--add wants HOSTPATH:GUESTPATH, got '$a'"
-		[[ -z $disk || ${a#*:} != /data/* ]] || die "--add to /data is hidden by the --disk mount"
+		[[ -z $disk || ${a#*:} != "$disk_at"/* ]] || die "--add to $disk_at is hidden by the --disk mount"
 		stage_file "${a%%:*}" "${a#*:}"
 	done
 	make_cpio "$STAGE" "$WORK/run.cpio"
@@ -724,6 +882,10 @@ run_vm() {
 		fi
 		drive=(-drive "file=$disk,if=virtio,format=raw,cache=$cache")
 	fi
+	# --systemd: the root is the first disk (vda, so --disk is vdb). Its
+	# writes go to a temporary overlay that qemu deletes at exit, so runs
+	# never change the cached image and can share it.
+	((!systemd)) || drive=(-drive "file=$SYSROOT_IMG,if=virtio,format=raw,snapshot=on" "${drive[@]}")
 
 	# panic=-1 + -no-reboot: a guest panic ends qemu instead of hanging.
 	# mitigations=off, cryptomgr.notests: save boot time under TCG (PTI and
@@ -732,6 +894,9 @@ run_vm() {
 	[[ $ARCH == x86_64 ]] || console=ttyAMA0 # virt's PL011 UART
 	local kargs="console=$console panic=-1 mitigations=off cryptomgr.notests"
 	if ((verbose)); then kargs+=" loglevel=7"; else kargs+=" quiet loglevel=3"; fi
+	# systemd: the command's target instead of multi-user.target; its own
+	# messages on the console only for errors (the console is the output).
+	((!systemd)) || kargs+=" systemd.unit=pagecam-vm.target systemd.show_status=error"
 	[[ -z $append ]] || kargs+=" $append"
 	local serial=stdio
 	[[ $mode == shell ]] && serial=mon:stdio # Ctrl-A x / Ctrl-A c
@@ -869,9 +1034,10 @@ watch_console() {
 # ---------------------------------------------------------------------------
 
 cmd_prepare() {
-	local series=() s
+	local series=() s systemd=0
 	while (($#)); do
 		case $1 in
+		--systemd) systemd=1 ;;
 		--arch)
 			(($# >= 2)) || die "--arch needs a value"
 			set_arch "$2"
@@ -892,6 +1058,10 @@ cmd_prepare() {
 		ensure_kernel "$s"
 		msg "base initramfs: $BASE_CPIO"
 	done
+	if ((systemd)); then
+		ensure_sysroot
+		msg "systemd root: $SYSROOT_IMG"
+	fi
 }
 
 # pull IMG GUESTPATH HOSTPATH. debugfs does not replay the ext4 journal, so an
