@@ -28,11 +28,12 @@ use pagecam::service::{self, Notify, RING_FD_NAME};
 use pagecam::session::{RecordingPlan, Session, SessionConfig, SessionError};
 use pagecam::source::pattern::TestSource;
 use pagecam::source::v4l2::{self, V4l2Config, V4l2Source};
-use pagecam::source::{Delivery, FrameSource};
+use pagecam::source::{Delivery, FrameSource, SourceError};
 use pagecam::store::StoreKind;
 
 use exit::capture::{
-    SOCKET as EXIT_SOCKET, SOURCE as EXIT_SOURCE, STORAGE as EXIT_STORAGE, USAGE as EXIT_USAGE,
+    SOCKET as EXIT_SOCKET, SOURCE as EXIT_SOURCE, SOURCE_GONE as EXIT_SOURCE_GONE,
+    STORAGE as EXIT_STORAGE, USAGE as EXIT_USAGE,
 };
 
 /// What the run printed on stdout at the end (one JSON object).
@@ -482,6 +483,7 @@ fn run(args: Args, handed_over: Vec<(String, std::os::fd::OwnedFd)>) -> Result<E
         map: session.store().mapping().clone(),
         store: session.store().kind(),
         every: args.status_interval,
+        notify: Some(notify.clone()),
     });
 
     let limits = Limits {
@@ -542,6 +544,9 @@ fn run(args: Args, handed_over: Vec<(String, std::os::fd::OwnedFd)>) -> Result<E
         ));
     }
     match &finished.summary.reason {
+        StopReason::Source(e @ SourceError::Gone(_)) => {
+            Err(Failure(EXIT_SOURCE_GONE, anyhow::anyhow!("{e}")))
+        }
         StopReason::Source(e) => Err(Failure(EXIT_SOURCE, anyhow::anyhow!("{e}"))),
         StopReason::Storage(e) => Err(Failure(
             EXIT_STORAGE,

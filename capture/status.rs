@@ -10,6 +10,7 @@ use pagecam::capture::Counters;
 use pagecam::mapping::Mapping;
 use pagecam::notify::Notifier;
 use pagecam::ring::Progress;
+use pagecam::service::Notify;
 use pagecam::store::StoreKind;
 
 /// What the status line watches.
@@ -21,7 +22,13 @@ pub struct Watched {
     pub store: StoreKind,
     /// How often to print.
     pub every: Duration,
+    /// The service manager, told a short status every `STATUS_EVERY`
+    /// (`systemctl status` shows it), whatever `every` is.
+    pub notify: Option<Arc<Notify>>,
 }
+
+/// How often the service manager gets `STATUS=`.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Status {
     stop: Arc<AtomicBool>,
@@ -81,10 +88,30 @@ fn status_loop(w: &Watched, tty: bool, stop: &AtomicBool) {
     let (c, n) = (&w.counters, &w.notifier);
     let every = w.every.max(Duration::from_millis(100));
     let (mut last_t, mut last_frames, mut last_bytes) = (Instant::now(), 0u64, 0u64);
+    let mut service = w.notify.as_ref().filter(|n| n.enabled()).map(|n| {
+        let frames = c.frames.load(Ordering::Relaxed);
+        (n, Instant::now(), frames)
+    });
     while !stop.load(Ordering::Relaxed) {
         let deadline = Instant::now() + every;
         while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
+            if let Some((n, t, f)) = &mut service {
+                if t.elapsed() >= STATUS_EVERY {
+                    let frames = c.frames.load(Ordering::Relaxed);
+                    let fps = frames.saturating_sub(*f) as f64 / t.elapsed().as_secs_f64();
+                    (*t, *f) = (Instant::now(), frames);
+                    let published = w.progress.published.load(Ordering::Relaxed);
+                    let durable = w.progress.durable.load(Ordering::Relaxed);
+                    let _ = n.send(&format!(
+                        "STATUS=recording: {fps:.1} fps, {frames} frames, {} dropped, {} analyzers, {} not yet durable",
+                        c.source_dropped.load(Ordering::Relaxed)
+                            + c.disk_dropped.load(Ordering::Relaxed),
+                        w.notifier.clients().len(),
+                        published.saturating_sub(durable),
+                    ));
+                }
+            }
         }
         let frames = c.frames.load(Ordering::Relaxed);
         let bytes = c.bytes_stored.load(Ordering::Relaxed);

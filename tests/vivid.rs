@@ -383,7 +383,7 @@ fn vivid_on(kernel: &str) {
 
     // Disconnect while streaming: non-zero exit, a clear message, and a
     // valid recording of everything before it.
-    assert_eq!(rc("disconnect"), "2", "{}", text("disconnect.err"));
+    assert_eq!(rc("disconnect"), "5", "{}", text("disconnect.err"));
     assert!(
         text("disconnect.err").to_lowercase().contains("went away"),
         "{}",

@@ -340,7 +340,7 @@ impl Subscription {
         let seq = frame.sequence();
         // As pagecam-analyzer watch: every 8th frame, once it is done with
         // (the caller asks for the next one).
-        if seq % 8 == 0 {
+        if seq.is_multiple_of(8) {
             self.progress_due = Some(seq);
         }
         frame

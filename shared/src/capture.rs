@@ -97,7 +97,9 @@ pub struct LoopContext<'a> {
     pub counters: &'a Counters,
     /// The persistence thread's health: the loop stops when it failed.
     pub persist: Option<&'a PersistStats>,
-    /// Called after each frame (the service watchdog); must be cheap.
+    /// Called after each frame, and while frames are dropped because the
+    /// disk is behind (the loop is alive: a watchdog restart would not
+    /// help a slow disk). The service's READY and watchdog; must be cheap.
     pub on_frame: Option<&'a (dyn Fn() + Sync)>,
 }
 
@@ -157,6 +159,9 @@ pub fn run(source: &mut dyn FrameSource, ring: &mut Ring, cx: LoopContext<'_>) -
                     Ok(()) if queued == 0 => {
                         tally.stalled = true;
                         std::thread::sleep(DISK_WAIT);
+                        if let Some(f) = cx.on_frame {
+                            f();
+                        }
                         continue;
                     }
                     Ok(()) => {}
@@ -191,6 +196,9 @@ pub fn run(source: &mut dyn FrameSource, ring: &mut Ring, cx: LoopContext<'_>) -
                             tally.last_source_seq = Some(info.source_sequence);
                             if let Err(e) = source.release() {
                                 break 'run StopReason::Source(e);
+                            }
+                            if let Some(f) = cx.on_frame {
+                                f();
                             }
                             continue;
                         }

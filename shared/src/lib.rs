@@ -98,13 +98,18 @@ pub mod exit {
     pub mod capture {
         /// Bad arguments.
         pub const USAGE: u8 = 1;
-        /// The source failed: device missing, unsupported, disconnected, stalled.
+        /// The source failed: device missing, unsupported, stalled, or the
+        /// driver broke the stream.
         pub const SOURCE: u8 = 2;
         /// Storage: cannot create the recording, a write or sync failed, or
         /// the mapped file was truncated under the process (SIGBUS).
         pub const STORAGE: u8 = 3;
         /// The socket is in use or cannot be created.
         pub const SOCKET: u8 = 4;
+        /// The camera went away while recording (unplugged, driver
+        /// unbound: ENODEV); the recording is valid. A service stops here
+        /// instead of restarting: udev starts it again on replug.
+        pub const SOURCE_GONE: u8 = 5;
     }
     /// `pagecam-analyzer`.
     pub mod analyzer {

@@ -62,8 +62,12 @@ pub enum SourceError {
     Device { path: String, message: String },
     #[error("no frame from the source within {0} ms (stalled driver?)")]
     Timeout(u64),
+    /// The device node is gone (unplugged, driver unbound): ENODEV/ENXIO.
     #[error("the device went away: {0}")]
-    Disconnected(String),
+    Gone(String),
+    /// The driver ended or broke the stream (EPIPE, EIO, a queue error).
+    #[error("streaming failed: {0}")]
+    StreamFailed(String),
     #[error("interrupted")]
     Interrupted,
     #[error("source I/O error: {0}")]

@@ -383,17 +383,17 @@ impl V4l2Source {
     fn stream_error(&self, op: &str, e: &io::Error) -> SourceError {
         match e.raw_os_error() {
             Some(libc::EINTR) => SourceError::Interrupted,
-            Some(libc::ENODEV) | Some(libc::ENXIO) => SourceError::Disconnected(format!(
+            Some(libc::ENODEV) | Some(libc::ENXIO) => SourceError::Gone(format!(
                 "{}: {}",
                 self.path.display(),
                 sys::ioctl_error(op, e)
             )),
-            Some(libc::EPIPE) => SourceError::Disconnected(format!(
+            Some(libc::EPIPE) => SourceError::StreamFailed(format!(
                 "{}: the driver ended the stream ({})",
                 self.path.display(),
                 sys::ioctl_error(op, e)
             )),
-            Some(libc::EIO) => SourceError::Disconnected(format!(
+            Some(libc::EIO) => SourceError::StreamFailed(format!(
                 "{}: unrecoverable streaming error reported by the driver ({})",
                 self.path.display(),
                 sys::ioctl_error(op, e)
@@ -424,7 +424,7 @@ impl V4l2Source {
                     if revents
                         .intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
                     {
-                        return Err(SourceError::Disconnected(format!(
+                        return Err(SourceError::StreamFailed(format!(
                             "{}: poll reports an error on the device ({revents:?}) and no buffer is ready",
                             self.path.display()
                         )));
