@@ -4,9 +4,11 @@
 #
 #   scripts/setup.sh          building: a C compiler that can link a program
 #                             (rustc links through `cc`), libclang only if
-#                             the build runs bindgen (cargo tree),
-#                             systemd-analyze (the unit tests verify systemd/)
+#                             the build runs bindgen (cargo tree)
 #   scripts/setup.sh --test   also what scripts/test.sh needs beyond building:
+#                             systemd-analyze (tests/systemd.rs verifies the
+#                             units), python3 with venv and ensurepip
+#                             (scripts/test-python.sh),
 #                             qemu and the guest tools (tests/vm/vm.sh), the
 #                             ARM cross linkers and Rust targets
 #                             (scripts/cross.sh), debootstrap
@@ -14,7 +16,7 @@
 #                             (export tests), btrfs-progs and util-linux
 #                             (full-disk, frozen-disk and other-user tests)
 #
-# The Rust toolchain itself (cargo >= 1.82) must be on PATH already (rustup;
+# The Rust toolchain itself (cargo >= 1.88) must be on PATH already (rustup;
 # Debian 12's own cargo is too old). Idempotent; prints nothing when nothing
 # is missing. vm.sh and cross.sh still install what they miss when run by
 # hand; this is the one place scripts/test.sh installs from.
@@ -81,11 +83,14 @@ libclang_loadable() {
 need=()
 cc_links || need+=(gcc libc6-dev)
 if bindgen_needed && ! libclang_loadable; then need+=(libclang-14-dev); fi
-command -v systemd-analyze >/dev/null || need+=(systemd)
 
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 rust_targets=()
 if [ "$test_deps" = 1 ]; then
+    command -v systemd-analyze >/dev/null || need+=(systemd)
+    # scripts/test-python.sh: Debian's python3 makes the venv (the venv
+    # module and ensurepip are in python3-venv).
+    /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv python3-pip)
     # tests/vm/vm.sh (x86_64 and arm64 guests); it checks these by command.
     command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
     command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm)
@@ -142,4 +147,8 @@ if bindgen_needed && ! libclang_loadable; then
     say "error: no loadable libclang (libclang.so) after installing libclang-14-dev"
     exit 1
 fi
-command -v systemd-analyze >/dev/null || { say "error: systemd-analyze missing"; exit 1; }
+if [ "$test_deps" = 1 ]; then
+    command -v systemd-analyze >/dev/null || { say "error: systemd-analyze missing"; exit 1; }
+    /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null ||
+        { say "error: /usr/bin/python3 cannot make a venv with pip"; exit 1; }
+fi

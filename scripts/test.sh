@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every check CI runs: formatting, lints, docs, unit and integration tests,
-# the vivid tests in qemu guests (x86_64 Linux 6.1 and 6.12, and arm64 Linux
-# 6.1 with the static aarch64 build), the aarch64 cross builds, and the
+# the Python package's tests, the vivid tests in qemu guests (x86_64 Linux
+# 6.1 and 6.12, and arm64 Linux 6.1 with the static aarch64 and armv7
+# builds; power cuts; the systemd units with systemd as PID 1), the ARM
+# cross builds and the library's tests under qemu user mode, and the
 # fresh-machine check of the README's commands.
 #
 # Installs what it needs through scripts/setup.sh --test; tests/vm/vm.sh
@@ -44,8 +46,9 @@ trap report EXIT
 rm -rf "${CARGO_TARGET_DIR:-target}/test-reports"
 step "setup (scripts/setup.sh --test)" scripts/setup.sh --test
 if [ -z "${PAGECAM_SKIP_VM:-}" ]; then
-    step "vm.sh prepare (x86_64 6.1, 6.12; arm64 6.1)" \
-        bash -c 'tests/vm/vm.sh prepare 6.1 6.12 && tests/vm/vm.sh prepare --arch arm64 6.1'
+    step "vm.sh prepare (x86_64 6.1, 6.12; arm64 6.1; the systemd root)" \
+        bash -c 'tests/vm/vm.sh prepare 6.1 6.12 && tests/vm/vm.sh prepare --arch arm64 6.1 &&
+                 tests/vm/vm.sh prepare --systemd 6.1 6.12'
 fi
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
@@ -68,7 +71,10 @@ step "library tests on armv7 and aarch64 (qemu user mode)" bash -c \
 step "build tests" cargo test --workspace --no-run --quiet
 # Host tests first, then the qemu guests on their own: a TCG guest keeps
 # both cores busy, and the host tests run the pipeline at real frame rates.
-step "host tests" cargo test --workspace -- --skip vivid:: --skip powercut:: --skip arm64::
+step "host tests" cargo test --workspace -- --skip vivid:: --skip powercut:: --skip arm64:: --skip service::
+# The Python package as a user installs it (pip install ./python, in a venv
+# from Debian's python3), its pytest suite against the real binaries.
+step "python package (scripts/test-python.sh)" scripts/test-python.sh
 step "qemu guests (vivid, powercut, arm64, service)" cargo test --test tests -- vivid:: powercut:: arm64:: service::
 if [ -n "${PAGECAM_SKIP_FRESH:-}" ]; then
     echo "NOT RUN: fresh-machine check (PAGECAM_SKIP_FRESH is set)" >&2
