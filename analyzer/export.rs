@@ -232,8 +232,13 @@ pub fn export(args: ExportArgs) -> ExitCode {
     .and_then(|export| {
         let plan = export.plan();
         eprintln!(
-            "pagecam-analyzer: exporting {} frames from the {} to {}",
-            plan.selected, plan.input, plan.output
+            "pagecam-analyzer: exporting {} from the {} to {}",
+            match plan.selected {
+                1 => "1 frame".to_string(),
+                n => format!("{n} frames"),
+            },
+            plan.input,
+            plan.output
         );
         if let Some(cmd) = &plan.ffmpeg {
             eprintln!("pagecam-analyzer: read it with: {cmd}");

@@ -46,6 +46,11 @@ echo
 echo "== pagecam-analyzer verify"
 "$bin/pagecam-analyzer" verify "$rec"
 echo
+echo "== pictures: the newest frame and a contact sheet of the whole recording (pagecam-analyzer export)"
+"$bin/pagecam-analyzer" export "$rec" -o "$dir/newest.png"
+"$bin/pagecam-analyzer" export "$rec" --contact-sheet "$dir/sheet.png" --grid 4x3 --width 960
+echo
 size=$(du -sh "$dir" | cut -f1)
 echo "The recording stays in $dir ($size; the next run replaces it: rm -r $dir to remove it)."
+echo "Look at $dir/newest.png and $dir/sheet.png; a clip: $bin/pagecam-analyzer export $rec --last 2s -o $dir/clip.y4m (then mpv or ffplay it)."
 echo "Try it by hand: $bin/pagecam-capture -o /tmp/cam.pcam, and in another terminal $bin/pagecam-analyzer watch /tmp/cam.pcam"
