@@ -277,20 +277,16 @@ debug = 0
     // The workspace's lock file, so the same versions are built.
     let _ = std::fs::copy(me.join("Cargo.lock"), dir.join("Cargo.lock"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--target", target])
-        .arg("--manifest-path")
-        .arg(dir.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", dir.join("target"))
-        .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld")
-        .output()
-        .map_err(|e| format!("cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cross build failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    run_with_timeout(
+        Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--target", target])
+            .arg("--manifest-path")
+            .arg(dir.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", dir.join("target"))
+            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld"),
+        Duration::from_secs(900),
+    )
+    .map_err(|e| format!("cross build failed: {e}"))?;
     Ok(dir.join("target").join(target).join("release/checksum"))
 }
 
@@ -359,15 +355,20 @@ fn main() {
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
-        "Machine: {cpu}, {} CPUs, last-level cache {} MiB, Linux {}. CPU time of the measuring thread per frame, best of 3 batches ({reps} frames in cache; one lap over the DRAM ring per batch). crc-fast gives the same value as crc32c: **{}**.\n",
+        "Machine: {cpu}, {} CPUs, last-level cache {} MiB, Linux {}, 1-minute load average {} at the start. CPU time of the measuring thread per frame, best of 3 batches ({reps} frames in cache; one lap over the DRAM ring per batch). crc-fast gives the same value as crc32c: **{}**.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         llc_bytes() >> 20,
         kernel.trim(),
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| "?".into()),
         if same { "yes" } else { "NO" }
     );
     println!("## {} (native)\n", arch());
     eprintln!("checksum bench: native");
     print_table(&parse(&child_output(reps, dram)), dram);
+    println!("\nxxhash-rust picks its SIMD width when it is compiled (`cfg(target_feature)`): this build, like pagecam's release build, has no `-C target-cpu`, so x86_64 gets its SSE2 code; crc32c, crc-fast and crc32fast choose at run time.");
 
     println!("\n## aarch64 (EMULATED: qemu-aarch64 user mode; relative figures only)\n");
     let qemu = Command::new("qemu-aarch64")

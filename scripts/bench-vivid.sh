@@ -262,7 +262,7 @@ done
 				if ($11 != "-") dl[key] = $11
 				if ($12 != "0") bad[key] = "exit " $12
 			}
-			/^NOTE\|/ { note[$2] = note[$2] " " $3 }
+			/^NOTE\|/ { if (!($2 in note)) note[$2] = $3 }
 			function pair(a, key) {
 				return sprintf("%s / %s", (key SUBSEP 1) in a ? sprintf("%.0f", a[key, 1]) : "-",
 					(key SUBSEP 2) in a ? sprintf("%.0f", a[key, 2]) : "-")
@@ -282,7 +282,7 @@ done
 					printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", kernel, label[k] (k in bad ? " (" bad[k] ")" : ""), proc[k],
 						(k in dl ? dl[k] : "-"), fr[k], pair(u, k), pair(s, k), net, pair(busy, k)
 				}
-				for (l in note) printf "\nNote (%s, %s):%s\n", kernel, l, note[l] > "/dev/stderr"
+				for (l in note) printf "\nNote (%s, %s, first of its kind): %s\n", kernel, l, note[l] > "/dev/stderr"
 			}' "$out"
 	done
 	echo
