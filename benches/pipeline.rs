@@ -75,7 +75,11 @@ const SLOTS: u32 = 32;
 const PACED_FPS: u32 = 30;
 /// A child that has not exited after this long is killed and the run fails.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
-const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// How often counters are read during a run: unpaced runs are short; at
+/// 30 fps the samples cost less CPU further apart (that CPU is subtracted
+/// from the system-wide figures, and shown).
+const SAMPLE_UNPACED: Duration = Duration::from_millis(10);
+const SAMPLE_PACED: Duration = Duration::from_millis(25);
 const MIB: f64 = 1048576.0;
 
 // ---------------------------------------------------------------- designs
@@ -357,7 +361,7 @@ fn wait_listening(path: &Path, what: &str) -> Result<(), String> {
 
 // ---------------------------------------------------------------- sampling
 
-/// Counters read every `SAMPLE_EVERY` while capture and analyzer live.
+/// Counters read every `SAMPLE_*` while capture and analyzer live.
 #[derive(Clone, Debug)]
 struct Sample {
     t_ns: u64,
@@ -388,7 +392,7 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn start(cap: i32, ana: i32, recording: PathBuf) -> Sampler {
+    fn start(cap: i32, ana: i32, recording: PathBuf, every: Duration) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -435,7 +439,7 @@ impl Sampler {
                 if let Some(s) = v.last_mut() {
                     s.self_ns = probe::self_cpu_ns();
                 }
-                std::thread::sleep(SAMPLE_EVERY);
+                std::thread::sleep(every);
             }
             v
         });
@@ -834,10 +838,14 @@ fn run(c: &Cfg, design: Design, tag: &str) -> Result<Run, String> {
     } else {
         None
     };
-    let sampler = analyzer
-        .as_ref()
-        .filter(|_| c.sample)
-        .map(|a| Sampler::start(cap.pid, a.pid, rec.clone()));
+    let sampler = analyzer.as_ref().filter(|_| c.sample).map(|a| {
+        let every = if c.fps > 0 {
+            SAMPLE_PACED
+        } else {
+            SAMPLE_UNPACED
+        };
+        Sampler::start(cap.pid, a.pid, rec.clone(), every)
+    });
     let cap_result = finish(cap);
     let samples = sampler.map(Sampler::stop).unwrap_or_default();
     let (ana_out, ana_usage) = match analyzer {
@@ -864,12 +872,17 @@ fn run(c: &Cfg, design: Design, tag: &str) -> Result<Run, String> {
         } else {
             trace::Marker::SocketSend
         };
-        let window = cc
-            .window(marker)
-            .ok_or_else(|| format!("{tag}: the trace shows no frames"))?;
         let _ = std::fs::remove_file(&cap_trace);
         let _ = std::fs::remove_file(&ana_trace);
-        Some((cc.count(window), ac.count(window)))
+        // No window if the analyzer connected too late to get two frames
+        // (a traced start-up is slow): that design's counts stay empty.
+        match cc.window(marker) {
+            Some(window) => Some((cc.count(window), ac.count(window))),
+            None => {
+                eprintln!("pipeline bench: {tag}: the analyzer got fewer than two frames under strace; not counted");
+                None
+            }
+        }
     } else {
         None
     };
@@ -1207,6 +1220,8 @@ struct SizeResult {
     cal: Calibration,
     unpaced: BTreeMap<Design, Run>,
     paced: BTreeMap<Design, Run>,
+    /// 1920x1080: the other of two runs (the one with more system-wide CPU).
+    paced_other: BTreeMap<Design, Run>,
     /// Zero-frame runs: fixed costs of each store's capture and analyzer.
     base: BTreeMap<&'static str, (Usage, Usage)>,
     frames: (u64, u64),
@@ -1297,15 +1312,46 @@ fn bench(quick: bool) -> Result<(), String> {
         log(format!("{w}x{h}: idle baseline"));
         idle.push(idle_window(idle_secs));
         loads.push(probe::loadavg().unwrap_or(f64::NAN));
-        let mut paced_runs = BTreeMap::new();
-        for d in DESIGNS {
+        let mut paced_runs: BTreeMap<Design, Run> = BTreeMap::new();
+        let mut paced_other = BTreeMap::new();
+        // At the goals' size each design runs twice, the second round in
+        // reverse order, and the run with less system-wide CPU per frame is
+        // kept: another process on this shared machine only ever adds.
+        let rounds = if w == 1920 && !quick { 2 } else { 1 };
+        let order: Vec<Design> = DESIGNS
+            .iter()
+            .chain(DESIGNS.iter().rev())
+            .take(DESIGNS.len() * rounds)
+            .copied()
+            .collect();
+        for (i, d) in order.into_iter().enumerate() {
             log(format!(
                 "{w}x{h}: {}: {n_paced} frames at {PACED_FPS} fps",
                 d.code()
             ));
-            let r = run(&cfg(PACED_FPS, n_paced, true), d, &format!("p{w}-{d:?}"))?;
-            paced_runs.insert(d, r);
+            let r = run(
+                &cfg(PACED_FPS, n_paced, true),
+                d,
+                &format!("p{w}-{d:?}-{i}"),
+            )?;
             loads.push(probe::loadavg().unwrap_or(f64::NAN));
+            let sys = |r: &Run| {
+                r.steady()
+                    .map_or(f64::MAX, |s| (s.busy_ns - s.self_ns) / s.captured as f64)
+            };
+            match paced_runs.remove(&d) {
+                Some(old) if sys(&old) <= sys(&r) => {
+                    paced_runs.insert(d, old);
+                    paced_other.insert(d, r);
+                }
+                Some(old) => {
+                    paced_runs.insert(d, r);
+                    paced_other.insert(d, old);
+                }
+                None => {
+                    paced_runs.insert(d, r);
+                }
+            }
         }
         sizes.push(SizeResult {
             w,
@@ -1313,6 +1359,7 @@ fn bench(quick: bool) -> Result<(), String> {
             cal,
             unpaced,
             paced: paced_runs,
+            paced_other,
             base,
             frames: (n_unpaced, n_paced),
         });
@@ -1320,7 +1367,7 @@ fn bench(quick: bool) -> Result<(), String> {
 
     let mut traced = BTreeMap::new();
     let trace_note = if trace::available() {
-        let n = if quick { 20 } else { 60 };
+        let n = if quick { 30 } else { 75 };
         for d in DESIGNS {
             log(format!("1920x1080: {}: {n} frames under strace", d.code()));
             let c = Cfg {
@@ -1480,8 +1527,8 @@ fn report(r: &Results) {
     }
 
     println!("\n### How CPU is counted\n");
-    println!("* **own**: the capture and analyzer processes' own CPU: whole run = `wait4` rusage (user+system, all threads) minus a zero-frame run of the same store (startup, file creation, exit); steady state = /proc/PID/task/*/schedstat run time sampled every {} ms, between the first frame after the ring wrapped (sequence {}) and the last.", SAMPLE_EVERY.as_millis(), SLOTS + 2);
-    println!("* **system-wide**: busy time of all CPUs from /proc/stat (user+nice+system+irq+softirq+steal = total minus idle and iowait) over the same steady-state window, minus this benchmark's own CPU in it (its sampler; getrusage), minus the idle baseline rate times the window, per frame captured, minus render. It includes kernel threads: the flusher and kworkers writing back dirty pages, block-layer completions of O_DIRECT writes, interrupts. /proc/stat counts in ticks of {} ms: over a ~{:.0} s window that is about ±{:.0} µs per frame at 30 fps.", 1000 / probe::user_hz(), 116.0 / PACED_FPS as f64, 2.0 * 1e6 / probe::user_hz() as f64 / 116.0);
+    println!("* **own**: the capture and analyzer processes' own CPU: whole run = `wait4` rusage (user+system, all threads) minus a zero-frame run of the same store (startup, file creation, exit); steady state = /proc/PID/task/*/schedstat run time sampled every {} ms ({} ms unpaced), between the first frame after the ring wrapped (sequence {}) and the last.", SAMPLE_PACED.as_millis(), SAMPLE_UNPACED.as_millis(), SLOTS + 2);
+    println!("* **system-wide**: busy time of all CPUs from /proc/stat over the same steady-state window: elapsed time × CPUs − idle − iowait (= user+nice+system+irq+softirq+steal; tickless kernels account idle and iowait exactly, while the others are charged a tick at a time), minus this benchmark's own CPU in the window (its sampler, getrusage; shown), minus the idle baseline rate times the window, per frame captured, minus render. It includes kernel threads: the flusher and kworkers writing back dirty pages, block-layer completions of O_DIRECT writes, interrupts. /proc/stat counts in {} ms units: over a ~{:.0} s window that is up to ±{:.0} µs per frame at {PACED_FPS} fps.", 1000 / probe::user_hz(), 116.0 / PACED_FPS as f64, 2.0 * 1e6 / probe::user_hz() as f64 / 116.0);
     let idle_list: Vec<String> = r
         .idle
         .iter()
@@ -1592,8 +1639,9 @@ fn report_copies(r: &Results) {
 fn report_paced(r: &Results, idle: f64) {
     println!("\n## 2. CPU per frame at a camera's pace ({PACED_FPS} fps), steady state\n");
     println!("µs per frame. Own = capture (all threads, net of render) + analyzer. System-wide = all CPUs, net of the idle baseline, our sampler and render; it includes the analyzer (the same `analyse` in every design) and the kernel's work on the processes' behalf. \"outside\" = system-wide minus own: kernel threads, interrupts, writeback. Ratios: against `naive` of the same size.\n");
-    println!("| size | design | capture | analyzer | own total | own vs naive | system-wide | system vs naive | outside the processes | system-wide whole run | fdatasyncs | worst frame write ms | drops |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("At 1920x1080 each design ran twice (the second round in reverse order) and the run with less system-wide CPU per frame is shown: another process on this shared machine only ever adds CPU time. \"other run\" is the other one's system-wide figure. \"bench\" is the benchmark's own CPU in the window (subtracted).\n");
+    println!("| size | design | capture | analyzer | own total | own vs naive | system-wide | system vs naive | outside the processes | other run | bench | system-wide whole run | fdatasyncs | worst frame write ms | drops |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for s in &r.sizes {
         let nst = s.paced.get(&Design::Naive).and_then(Run::steady);
         let n_own = nst.as_ref().map(|x| {
@@ -1606,7 +1654,7 @@ fn report_paced(r: &Results, idle: f64) {
             let own = st.as_ref().map(|x| own_us(x, &s.cal));
             let sys = st.as_ref().map(|x| sys_us(x, &s.cal, idle));
             println!(
-                "| {}x{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {}x{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 s.w,
                 s.h,
                 d.code(),
@@ -1623,6 +1671,14 @@ fn report_paced(r: &Results, idle: f64) {
                     },
                     0
                 ),
+                opt(
+                    s.paced_other
+                        .get(d)
+                        .and_then(Run::steady)
+                        .map(|x| sys_us(&x, &s.cal, idle)),
+                    0
+                ),
+                opt(st.as_ref().map(|x| x.self_ns / x.captured as f64 / 1e3), 0),
                 opt(whole_run_system_us(run, &s.cal, idle), 0),
                 run.fdatasyncs,
                 if d.store() == Store::Ring {

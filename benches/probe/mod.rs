@@ -23,17 +23,21 @@ pub fn user_hz() -> u64 {
     }
 }
 
-/// The `cpu ` line of `/proc/stat`, in ticks of `USER_HZ`.
+/// The `cpu ` line of `/proc/stat` (ticks of `USER_HZ`), read at `t_ns`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuTimes {
-    /// user + nice + system + irq + softirq + steal: everything that is not
-    /// idle or iowait (guest time is already inside user and nice).
-    pub busy: u64,
+    /// CLOCK_MONOTONIC when it was read.
+    pub t_ns: u64,
+    /// Online CPUs (the `cpuN` lines).
+    pub cpus: u64,
+    /// idle + iowait of all CPUs.
+    pub idle: u64,
     pub steal: u64,
 }
 
 pub fn cpu_times() -> Option<CpuTimes> {
     let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let t_ns = pagecam::recording::monotonic_ns();
     let line = s.lines().find(|l| l.starts_with("cpu "))?;
     let f: Vec<u64> = line
         .split_whitespace()
@@ -44,14 +48,26 @@ pub fn cpu_times() -> Option<CpuTimes> {
     if f.len() < 8 {
         return None;
     }
-    let busy = f[0] + f[1] + f[2] + f[5] + f[6] + f[7];
-    Some(CpuTimes { busy, steal: f[7] })
+    let cpus = s
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count() as u64;
+    Some(CpuTimes {
+        t_ns,
+        cpus,
+        idle: f[3] + f[4],
+        steal: f[7],
+    })
 }
 
 impl CpuTimes {
-    /// Busy CPU time between two readings, nanoseconds.
+    /// Busy CPU time of all CPUs between two readings, nanoseconds: elapsed
+    /// time × CPUs − idle − iowait. (Tickless kernels account idle and
+    /// iowait exactly when a CPU leaves idle; user, system, irq, softirq and
+    /// steal are charged a tick at a time, which samples short bursts.)
     pub fn busy_ns_since(&self, earlier: &CpuTimes) -> f64 {
-        ticks_ns(self.busy.saturating_sub(earlier.busy))
+        let wall = self.t_ns.saturating_sub(earlier.t_ns) as f64 * self.cpus as f64;
+        (wall - ticks_ns(self.idle.saturating_sub(earlier.idle))).max(0.0)
     }
     pub fn steal_ns_since(&self, earlier: &CpuTimes) -> f64 {
         ticks_ns(self.steal.saturating_sub(earlier.steal))
