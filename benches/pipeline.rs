@@ -1955,7 +1955,7 @@ fn report_profile(r: &Results, idle: f64, send_cpu: f64) {
         0,
     );
     row(
-        "… the rest: commit, bookkeeping, the source's pacing syscalls (by difference)",
+        "… the rest, by difference: commit, bookkeeping, the source's pacing syscalls, and whatever rendering into the slot costs beyond the calibration",
         &|p| p.rest,
         0,
     );
@@ -2082,18 +2082,29 @@ fn report_goals(r: &Results, idle: f64, send_cpu: f64) {
         else {
             continue;
         };
-        let overhead = p.crc_capture + p.crc_persist + p.notify + p.rest.max(0.0);
-        let x = overhead / p.total_net;
+        let crc = p.crc_capture + p.crc_persist;
+        let low = (crc + p.notify) / p.total_net;
+        let high = (crc + p.notify + p.rest.max(0.0)) / p.total_net;
+        let verdict = if high <= 0.10 {
+            "MET".to_string()
+        } else if low <= 0.10 {
+            "MET only if the rest is not bookkeeping".to_string()
+        } else {
+            format!(
+                "MISSED: the checksum alone is {:.0}%",
+                crc / p.total_net * 100.0
+            )
+        };
         println!(
-            "- checksum + notify + bookkeeping ÷ capture's CPU, {}: ({:.0} + {:.0} + {:.0}) / {:.0} µs = **{:.0}%** (goal ≤ 10%): {} (checksum and notify computed from calibrated costs, bookkeeping by difference; capture's CPU net of render; with render counted as capture's: {:.0}%)",
+            "- checksum + notify + bookkeeping ÷ capture's CPU, {}: checksum {crc:.0} µs + notify {:.0} µs = **{:.0}%** of {:.0} µs, and up to **{:.0}%** with the capture thread's unexplained rest ({:.0} µs) counted as bookkeeping (goal ≤ 10%): {verdict} (checksum and notify computed from calibrated costs; capture's CPU = the process net of render; counting render as capture's: {:.0}% to {:.0}%)",
             d.code(),
-            p.crc_capture + p.crc_persist,
             p.notify,
-            p.rest.max(0.0),
+            low * 100.0,
             p.total_net,
-            x * 100.0,
-            if x <= 0.10 { "MET" } else { "MISSED" },
-            overhead / (p.total_net + p.render) * 100.0,
+            high * 100.0,
+            p.rest.max(0.0),
+            low * p.total_net / (p.total_net + p.render) * 100.0,
+            high * p.total_net / (p.total_net + p.render) * 100.0,
         );
     }
 }
