@@ -79,7 +79,7 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 /// 30 fps the samples cost less CPU further apart (that CPU is subtracted
 /// from the system-wide figures, and shown).
 const SAMPLE_UNPACED: Duration = Duration::from_millis(10);
-const SAMPLE_PACED: Duration = Duration::from_millis(25);
+const SAMPLE_PACED: Duration = Duration::from_millis(100);
 const MIB: f64 = 1048576.0;
 
 // ---------------------------------------------------------------- designs
