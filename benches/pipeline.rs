@@ -848,8 +848,21 @@ fn run(c: &Cfg, design: Design, tag: &str) -> Result<Run, String> {
     });
     let cap_result = finish(cap);
     let samples = sampler.map(Sampler::stop).unwrap_or_default();
-    let (ana_out, ana_usage) = match analyzer {
-        Some(a) => finish(a)?,
+    let cap_log = c.dir.join(format!("{tag}.capture.log"));
+    let (ana_out, ana_usage) = match analyzer.map(finish) {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => {
+            let log = std::fs::read_to_string(&cap_log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(4).collect();
+            return Err(format!(
+                "{e}\ncapture {}; its stderr ends:\n{}",
+                match &cap_result {
+                    Ok(_) => "exited 0".to_string(),
+                    Err(e) => e.clone(),
+                },
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
         None => (String::new(), Usage::default()),
     };
     let (cap_out, cap_usage) = cap_result?;
@@ -911,6 +924,25 @@ fn run(c: &Cfg, design: Design, tag: &str) -> Result<Run, String> {
         rec_after,
         traced,
     })
+}
+
+/// `run`, once more if it fails (on this shared machine another job can
+/// starve an analyzer until capture drops it): the failure is logged and
+/// listed in the report.
+fn run_retry(
+    c: &Cfg,
+    design: Design,
+    tag: &str,
+    failures: &mut Vec<String>,
+) -> Result<Run, String> {
+    match run(c, design, tag) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            log(format!("{tag} failed, running it again: {e}"));
+            failures.push(format!("{tag}: {}", e.lines().next().unwrap_or("")));
+            run(c, design, &format!("{tag}-again"))
+        }
+    }
 }
 
 /// The naive analyzer's received bytes per frame (its summary line).
@@ -1236,6 +1268,8 @@ struct Results {
     /// 1920x1080 at 30 fps under strace.
     traced: BTreeMap<Design, Run>,
     trace_note: Option<String>,
+    /// Runs that failed once and were run again.
+    failures: Vec<String>,
     perf: String,
     loads: Vec<f64>,
     took: Duration,
@@ -1278,6 +1312,7 @@ fn bench(quick: bool) -> Result<(), String> {
         .ok();
 
     let mut sizes = Vec::new();
+    let mut failures = Vec::new();
     for (w, h) in SIZES {
         let format = FrameFormat::uncompressed(YUYV, w, h).map_err(|e| e.to_string())?;
         let (n_unpaced, n_paced) = frame_counts(w, quick);
@@ -1301,13 +1336,22 @@ fn bench(quick: bool) -> Result<(), String> {
             ("ring", Design::RingDirect),
             ("naive", Design::Naive),
         ] {
-            let r = run(&cfg(0, 0, false), d, &format!("base-{w}-{name}"))?;
+            let r = run_retry(
+                &cfg(0, 0, false),
+                d,
+                &format!("base-{w}-{name}"),
+                &mut failures,
+            )?;
             base.insert(name, (r.cap, r.ana));
         }
         let mut unpaced = BTreeMap::new();
         for d in DESIGNS {
             log(format!("{w}x{h}: {}: {n_unpaced} frames unpaced", d.code()));
-            unpaced.insert(d, run(&cfg(0, n_unpaced, true), d, &format!("u{w}-{d:?}"))?);
+            let tag = format!("u{w}-{d:?}");
+            unpaced.insert(
+                d,
+                run_retry(&cfg(0, n_unpaced, true), d, &tag, &mut failures)?,
+            );
         }
         log(format!("{w}x{h}: idle baseline"));
         idle.push(idle_window(idle_secs));
@@ -1329,11 +1373,8 @@ fn bench(quick: bool) -> Result<(), String> {
                 "{w}x{h}: {}: {n_paced} frames at {PACED_FPS} fps",
                 d.code()
             ));
-            let r = run(
-                &cfg(PACED_FPS, n_paced, true),
-                d,
-                &format!("p{w}-{d:?}-{i}"),
-            )?;
+            let tag = format!("p{w}-{d:?}-{i}");
+            let r = run_retry(&cfg(PACED_FPS, n_paced, true), d, &tag, &mut failures)?;
             loads.push(probe::loadavg().unwrap_or(f64::NAN));
             let sys = |r: &Run| {
                 r.steady()
@@ -1380,7 +1421,7 @@ fn bench(quick: bool) -> Result<(), String> {
                 sample: false,
                 trace: true,
             };
-            traced.insert(d, run(&c, d, &format!("t-{d:?}"))?);
+            traced.insert(d, run_retry(&c, d, &format!("t-{d:?}"), &mut failures)?);
         }
         None
     } else {
@@ -1410,6 +1451,7 @@ fn bench(quick: bool) -> Result<(), String> {
         sizes,
         traced,
         trace_note,
+        failures,
         perf: perf_check(),
         loads,
         took: started.elapsed(),
@@ -1587,6 +1629,12 @@ fn report(r: &Results) {
             )
         })
         .collect();
+    if !r.failures.is_empty() {
+        println!(
+            "\nRuns that failed once and were run again (the second run is the one shown): {}.",
+            r.failures.join("; ")
+        );
+    }
     println!(
         "\nFrames per run: {}. The checksum choice is measured by `cargo bench --bench checksum` (benches/RESULTS-checksum.md).",
         counts.join(", ")
