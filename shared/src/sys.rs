@@ -197,35 +197,8 @@ pub fn reopen(file: &File, flags: libc::c_int) -> io::Result<File> {
 /// lock needs a descriptor opened for writing, so a user who can only read
 /// the recording cannot take it and block capture.
 pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
-    // OFD locks take the 64-bit `struct flock64` on 32-bit architectures;
-    // there the raw fcntl64 system call is used, so no C library can pass
-    // it a struct of the wrong width.
-    #[cfg(target_pointer_width = "32")]
-    type Lock = libc::flock64;
-    #[cfg(not(target_pointer_width = "32"))]
-    type Lock = libc::flock;
-    // SAFETY: an all-zero lock struct is a valid value; the fields that
-    // matter are set below.
-    let mut lock: Lock = unsafe { std::mem::zeroed() };
-    lock.l_type = libc::F_WRLCK as libc::c_short;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
-    // l_start = 0, l_len = 0: the whole file, however long; l_pid = 0 as
-    // F_OFD_SETLK requires.
-    // SAFETY: fcntl with a pointer to a lock struct of the width the call
-    // expects, which lives across the call.
-    #[cfg(target_pointer_width = "32")]
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fcntl64,
-            file.as_raw_fd(),
-            libc::F_OFD_SETLK,
-            &lock as *const Lock,
-        ) as libc::c_int
-    };
-    // SAFETY: as above.
-    #[cfg(not(target_pointer_width = "32"))]
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
-    if rc == 0 {
+    let mut lock = write_lock();
+    if ofd_lock(file, libc::F_OFD_SETLK, &mut lock) == 0 {
         return Ok(true);
     }
     let e = io::Error::last_os_error();
@@ -238,28 +211,47 @@ pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
 /// Whether some process holds the writer lock (`try_lock_exclusive`) of
 /// this file: a capture is recording it. Works on a read-only descriptor.
 pub fn writer_lock_held(file: &File) -> bool {
-    #[cfg(target_pointer_width = "32")]
-    type Lock = libc::flock64;
-    #[cfg(not(target_pointer_width = "32"))]
-    type Lock = libc::flock;
-    // SAFETY: an all-zero lock struct is a valid value.
-    let mut lock: Lock = unsafe { std::mem::zeroed() };
+    let mut lock = write_lock();
+    ofd_lock(file, libc::F_OFD_GETLK, &mut lock) == 0
+        && lock.l_type != libc::F_UNLCK as libc::c_short
+}
+
+// OFD locks take the 64-bit `struct flock64` on 32-bit architectures; there
+// the raw fcntl64 system call is used, so no C library can pass it a struct
+// of the wrong width.
+#[cfg(target_pointer_width = "32")]
+type OfdLock = libc::flock64;
+#[cfg(not(target_pointer_width = "32"))]
+type OfdLock = libc::flock;
+
+/// A write lock over the whole file: l_start = 0, l_len = 0 (however
+/// long), l_pid = 0 as the OFD commands require.
+fn write_lock() -> OfdLock {
+    // SAFETY: an all-zero lock struct is a valid value; the fields that
+    // matter are set below.
+    let mut lock: OfdLock = unsafe { std::mem::zeroed() };
     lock.l_type = libc::F_WRLCK as libc::c_short;
     lock.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: F_OFD_GETLK fills the lock struct, which lives across the call.
+    lock
+}
+
+/// `fcntl(file, cmd, lock)` for `F_OFD_SETLK`/`F_OFD_GETLK`; the C result.
+fn ofd_lock(file: &File, cmd: libc::c_int, lock: &mut OfdLock) -> libc::c_int {
+    // SAFETY: fcntl with a pointer to a lock struct of the width the call
+    // expects, which lives across the call (GETLK writes into it).
     #[cfg(target_pointer_width = "32")]
     let rc = unsafe {
         libc::syscall(
             libc::SYS_fcntl64,
             file.as_raw_fd(),
-            libc::F_OFD_GETLK,
-            &mut lock as *mut Lock,
+            cmd,
+            lock as *mut OfdLock,
         ) as libc::c_int
     };
     // SAFETY: as above.
     #[cfg(not(target_pointer_width = "32"))]
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
-    rc == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, lock as *mut OfdLock) };
+    rc
 }
 
 /// `SO_PEERGROUPS` (Linux 4.13+; the same number on every architecture
