@@ -7,7 +7,7 @@
 # run's numbers.
 #
 #   scripts/fuzz.sh short             CI: build every target, run each for
-#                                     PAGECAM_FUZZ_SECONDS (default 12) from
+#                                     PAGECAM_FUZZ_SECONDS (default 10) from
 #                                     its seeds; about 3 minutes on 2 cores
 #   scripts/fuzz.sh long [SECONDS]    each target until it has run
 #                                     PAGECAM_FUZZ_RUNS inputs (default 10
@@ -122,7 +122,7 @@ short)
     need_toolchain
     build
     rc=0
-    fuzz_all "${PAGECAM_FUZZ_SECONDS:-12}" || rc=$?
+    fuzz_all "${PAGECAM_FUZZ_SECONDS:-10}" || rc=$?
     say "short run: $((SECONDS - t_all)) s in all"
     exit $rc
     ;;

@@ -789,6 +789,13 @@ fn fuzz_seed_headers_decode() {
     };
     for e in entries {
         let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("regression-")
+        {
+            continue; // a finding's reproducer, as the target takes it
+        }
         let b = std::fs::read(&p).unwrap();
         assert!(Header::decode(&b).is_ok(), "{}", p.display());
     }
