@@ -44,13 +44,19 @@ say() { echo "fuzz.sh: $*" >&2; }
 need_toolchain() {
     if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
         say "no nightly toolchain: rustup toolchain install nightly --profile minimal"
-        rustup toolchain install nightly --profile minimal >&2
+        rustup toolchain install nightly --profile minimal >&2 || {
+            say "error: could not install a nightly toolchain (cargo-fuzz needs one: -Zsanitizer, sancov)"
+            exit 1
+        }
     fi
     local have
     have=$(cargo +nightly fuzz --version 2>/dev/null | awk '{print $2}' || true)
     if [ "$have" != "$CARGO_FUZZ_VERSION" ]; then
         say "installing cargo-fuzz $CARGO_FUZZ_VERSION${have:+ (found $have)}"
-        nice -n 19 cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked >&2
+        nice -n 19 cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked >&2 || {
+            say "error: could not install cargo-fuzz $CARGO_FUZZ_VERSION from crates.io"
+            exit 1
+        }
     fi
 }
 
