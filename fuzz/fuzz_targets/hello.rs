@@ -19,7 +19,7 @@ use pagecam::protocol::{self, Hello, Message, HELLO_LEN, STORE_MEMFD_RING, STORE
 use pagecam::recording::RecordingReader;
 use pagecam::stats::Analyzer;
 use pagecam::store::LiveStore;
-use pagecam_fuzz::{known, le32, le64, meta_of, scratch, Bytes, Recording, Shape};
+use pagecam_fuzz::{le32, le64, meta_of, scratch, Bytes, Recording, Shape};
 
 /// Switches: what of the hello to make right, so decoding gets further.
 const FIX_PREAMBLE: u8 = 1 << 0;
@@ -90,9 +90,7 @@ fuzz_target!(|data: &[u8]| {
 
     // As `Subscription::connect`: the hello must describe the store.
     let hello = hello.filter(|h| h.layout == l && h.format == header.format);
-    let mut stats = hello
-        .filter(|h| !known::huge_line(&h.format))
-        .map(|h| Analyzer::new(h.format));
+    let mut stats = hello.map(|h| Analyzer::new(h.format));
     if let Some(h) = hello.filter(|h| h.store_kind == STORE_MEMFD_RING) {
         // The second descriptor: the recording behind the ring (here the
         // same bytes), read by `backlog` and for archived frames.

@@ -269,16 +269,9 @@ pub fn fix_header_crc(b: &mut [u8; HEADER_SIZE as usize]) {
 }
 
 /// The frame checksum of docs/FORMAT.md: CRC32C of the frame's bytes
-/// (here their CRC32C, `data_crc`), continued over record bytes 8..56 (but
-/// see `known::reserved_record_bytes`: the library takes bytes 52..56 as
-/// zero).
+/// (here their CRC32C, `data_crc`), continued over record bytes 8..56.
 pub fn frame_crc(record: &[u8; 64], data_crc: u32) -> u32 {
-    let mut meta = [0u8; 48];
-    meta.copy_from_slice(&record[8..56]);
-    if known::reserved_record_bytes(record) {
-        meta[44..48].fill(0);
-    }
-    crc32c::crc32c_append(data_crc, &meta)
+    crc32c::crc32c_append(data_crc, &record[8..56])
 }
 
 /// A recording (or live store) as bytes: what the fuzz input made.
@@ -447,6 +440,10 @@ impl<'a> Recording<'a> {
             if r.iter().all(|&b| b == 0) {
                 return Verdict::Empty;
             }
+            if r[52..56] != [0; 4] {
+                // Reserved bytes: zero in every record a writer makes.
+                return Verdict::Corrupt;
+            }
             let stored = le32(r, 60);
             if crc32c::crc32c(&r[..60]) != stored {
                 // In flight: an odd generation whose checksum is that of
@@ -479,7 +476,7 @@ impl<'a> Recording<'a> {
             return Verdict::Incomplete;
         }
         let used = le32(r, 40) as u64;
-        if used > self.layout().slot_size {
+        if used > self.layout().slot_size || r[52..56] != [0; 4] {
             return Verdict::Corrupt;
         }
         if frame_crc(r, self.slot_crc(slot, used as usize)) != le32(r, 56) {
@@ -523,54 +520,3 @@ pub fn scratch() -> &'static (File, PathBuf) {
 /// `RECORD_SIZE` as a usize, for slicing.
 pub const RECORD: usize = RECORD_SIZE as usize;
 
-/// Findings that are reported and not fixed yet (fuzz/README.md,
-/// "Findings"). The targets let exactly these inputs through, so that
-/// fuzzing goes on past them; `PAGECAM_FUZZ_STRICT=1` stops that, to check
-/// a fix (then remove the exemption here). Each has an ignored regression
-/// test in shared/tests/properties.rs.
-pub mod known {
-    use pagecam::format::{FrameFormat, Interval};
-
-    /// `PAGECAM_FUZZ_STRICT` is set: no exemptions.
-    pub fn strict() -> bool {
-        static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *STRICT.get_or_init(|| std::env::var_os("PAGECAM_FUZZ_STRICT").is_some_and(|v| v != "0"))
-    }
-
-    /// F1: `units::parse_rate` turns rates below about 0.005 fps (`0.004`,
-    /// `.000350`) into an interval with a zero denominator, which a header
-    /// cannot hold (readers refuse it).
-    pub fn zero_denominator_rate(i: &Interval) -> bool {
-        !strict() && i.numerator != 0 && i.denominator == 0
-    }
-
-    /// F2: the header check leaves bytes per line unbounded for pixel
-    /// formats it does not know, and `stats::Analyzer::new` allocates a
-    /// line of that many bytes (4 GiB from a hostile capture or file).
-    pub fn huge_line(f: &FrameFormat) -> bool {
-        !strict() && f.bytes_per_line > f.frame_size
-    }
-
-    /// F4: a header's source description that is not UTF-8 decodes with
-    /// U+FFFD for each bad byte (three bytes each), so it can grow past the
-    /// 128 bytes the header holds, and a re-encoded header cuts it: the
-    /// round trip changes it.
-    pub fn long_lossy_source(source: &str) -> bool {
-        !strict() && source.len() > pagecam::format::SOURCE_DESC_LEN
-    }
-
-    /// F6: `RecordingReader::check_slot` and `valid_frame` do not check the
-    /// slot number: past the last slot they read index padding or frame
-    /// data as a record and can report a frame that does not exist.
-    pub fn slot_past_the_end() -> bool {
-        !strict()
-    }
-
-    /// F3: the frame checksum is computed over the decoded metadata, with
-    /// the reserved record bytes 52..56 taken as zero, not over record
-    /// bytes 8..56 as stored (docs/FORMAT.md); and `Record::decode` drops
-    /// them. Only records with non-zero reserved bytes are affected.
-    pub fn reserved_record_bytes(r: &[u8]) -> bool {
-        !strict() && r[52..56] != [0; 4]
-    }
-}

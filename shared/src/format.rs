@@ -34,6 +34,9 @@ pub mod record {
     pub const BYTES_USED: usize = 40;
     pub const FLAGS: usize = 44;
     pub const SESSION: usize = 48;
+    /// Reserved, written as zero; readers call a record with anything
+    /// else here damaged (the frame checksum covers these bytes as zeros).
+    pub const RESERVED: core::ops::Range<usize> = 52..56;
     pub const CRC: usize = 56;
     /// Format 2: CRC32C of record bytes `0..RECORD_CRC` (generation,
     /// metadata and frame CRC), so damage to any of them is detected.
@@ -178,6 +181,12 @@ impl Layout {
             ));
         }
         let slot_size = align_up(frame_size as u64, PAGE);
+        // The header stores the slot size in 32 bits.
+        if slot_size > u32::MAX as u64 {
+            return Err(FormatError::BadGeometry(format!(
+                "frames of {frame_size} bytes: slots are at most 4 GiB - 4 KiB"
+            )));
+        }
         let index_offset = HEADER_SIZE;
         let data_offset = align_up(index_offset + slot_count as u64 * RECORD_SIZE, PAGE);
         let file_size = slot_size
@@ -392,6 +401,10 @@ impl Header {
         }
         let src = &b[hdr::SOURCE..hdr::SOURCE + SOURCE_DESC_LEN];
         let end = src.iter().position(|&c| c == 0).unwrap_or(src.len());
+        // Bytes that are not UTF-8 become U+FFFD (three bytes each): cut to
+        // what the header holds, so the header re-encodes to itself.
+        let source = String::from_utf8_lossy(&src[..end]);
+        let source = truncate_utf8(&source, SOURCE_DESC_LEN).to_owned();
         Ok((
             Header {
                 format,
@@ -399,7 +412,7 @@ impl Header {
                 layout,
                 on_full,
                 created_ns: get_u64(b, hdr::CREATED_NS),
-                source: String::from_utf8_lossy(&src[..end]).into_owned(),
+                source,
             },
             version,
         ))
@@ -426,6 +439,14 @@ fn check_geometry(f: &FrameFormat) -> Result<(), String> {
         b"RGB3" | b"BGR3" => Some((3, 6)),
         _ => None,
     };
+    // Whatever the format, a line is not longer than a frame (drivers give
+    // 0 for compressed formats); readers size buffers by it.
+    if f.bytes_per_line > f.frame_size {
+        return Err(format!(
+            "{} bytes per line in frames of {} bytes",
+            f.bytes_per_line, f.frame_size
+        ));
+    }
     let Some((bpp, total2)) = layout else {
         // Compressed or unknown formats: only the size must fit a slot,
         // which the layout already checked.
@@ -566,6 +587,11 @@ impl Record {
         };
         if b.iter().all(|&x| x == 0) {
             return RecordCheck::Blank;
+        }
+        if b[record::RESERVED] != [0; 4] {
+            // No writer puts anything there (and the frame checksum takes
+            // them as zeros): canonical records only.
+            return RecordCheck::Damaged;
         }
         let stored = get_u32(b, record::RECORD_CRC);
         // Over the bytes as stored: reserved bytes are covered too.

@@ -460,9 +460,6 @@ pub struct RecordingReader {
     version: u32,
 }
 
-/// Largest read of frame data at once (the rest goes in chunks).
-const CHUNK: usize = 1 << 20;
-
 impl RecordingReader {
     /// Open a recording by path (refuses FIFOs and devices without
     /// blocking on them).
@@ -544,6 +541,13 @@ impl RecordingReader {
     /// record, data, record again (a change means the writer was busy on
     /// it), then the checksum of data and metadata.
     pub fn read_frame(&self, slot: u32, buf: &mut Vec<u8>) -> io::Result<SlotStatus> {
+        let slot_count = self.header.layout.slot_count;
+        if slot >= slot_count {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("no slot {slot}: the recording has {slot_count}"),
+            ));
+        }
         let raw = self.record_bytes(slot)?;
         let r = Record::decode(&raw).ok_or(io::ErrorKind::UnexpectedEof)?;
         let generation = r.generation;
@@ -571,7 +575,9 @@ impl RecordingReader {
             GenerationState::Writing => return Ok(SlotStatus::Incomplete { generation }),
             GenerationState::Committed => {}
         }
-        if r.meta.bytes_used as u64 > self.header.layout.slot_size {
+        if r.meta.bytes_used as u64 > self.header.layout.slot_size
+            || raw[crate::format::record::RESERVED] != [0; 4]
+        {
             return Ok(SlotStatus::Corrupt { generation });
         }
         self.read_data(slot, r.meta.bytes_used as usize, buf)?;
@@ -596,7 +602,7 @@ impl RecordingReader {
 
     /// Check one slot (what `verify` reports for it).
     pub fn check_slot(&self, slot: u32) -> io::Result<SlotStatus> {
-        self.read_frame(slot, &mut Vec::with_capacity(CHUNK))
+        self.read_frame(slot, &mut Vec::new())
     }
 
     /// Check every slot.

@@ -142,7 +142,18 @@ impl Analyzer {
                 *c = (cols * rows).max(1) as u64;
             }
         }
-        let (thumb_w, thumb_h) = (w / 2, h / 2);
+        // Buffers only for formats that are analysed: an unknown format's
+        // sizes mean nothing here.
+        let (thumb_w, thumb_h) = if layout.is_some() {
+            (w / 2, h / 2)
+        } else {
+            (0, 0)
+        };
+        let row_len = if layout.is_some() {
+            format.bytes_per_line as usize
+        } else {
+            0
+        };
         Analyzer {
             format,
             layout,
@@ -151,7 +162,7 @@ impl Analyzer {
             counts,
             cells: vec![0.0; GRID_W * GRID_H],
             have_prev: false,
-            row: vec![0; format.bytes_per_line as usize],
+            row: vec![0; row_len],
             thumb: vec![0; thumb_w * thumb_h],
             prev_thumb: vec![0; thumb_w * thumb_h],
             thumb_w,

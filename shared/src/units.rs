@@ -85,7 +85,9 @@ pub fn parse_rate(s: &str) -> Result<Option<Interval>, String> {
         return Ok(None);
     }
     let ntsc = (fps * 1.001).round();
-    if fps.fract() != 0.0 && (fps * 1.001 - ntsc).abs() < 0.005 {
+    // NTSC rates (29.97 = 30000/1001); below 1 fps "1.001 x fps" rounds to
+    // 0, which would make a zero denominator.
+    if ntsc >= 1.0 && fps.fract() != 0.0 && (fps * 1.001 - ntsc).abs() < 0.005 {
         return Ok(Some(Interval {
             numerator: 1001,
             denominator: ntsc as u32 * 1000,
@@ -93,6 +95,11 @@ pub fn parse_rate(s: &str) -> Result<Option<Interval>, String> {
     }
     // Up to 3 decimals, exactly: 12.5 fps = 1000/12500 s.
     let millis = (fps * 1000.0).round() as u32;
+    if millis == 0 {
+        return Err(format!(
+            "'{s}' fps is below the slowest rate a recording holds (0.001)"
+        ));
+    }
     let g = gcd(1000, millis);
     Ok(Some(Interval {
         numerator: 1000 / g,

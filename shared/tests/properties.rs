@@ -4,10 +4,8 @@
 //! overwrites a newer valid frame" on real recording files made with the
 //! library. Hostile bytes are the fuzz targets' job (fuzz/README.md).
 //!
-//! The regression tests at the end pin what the fuzzers found and is not
-//! fixed yet; they are `#[ignore]`d with the finding's number (F1...) from
-//! fuzz/README.md and pass once it is fixed (`cargo test -p pagecam --test
-//! properties -- --ignored`).
+//! The regression tests at the end pin what the fuzzers found (F1... in
+//! fuzz/README.md); each failed before its fix.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -597,13 +595,12 @@ proptest! {
     }
 }
 
-// ---- regressions: findings not fixed yet (fuzz/README.md) ---------------
+// ---- regressions: the findings of fuzz/README.md, each failed before its fix
 
 /// F1: `parse_rate` turned rates below about 0.005 fps into an interval
 /// with a zero denominator (`0.004` -> 1001/0, `.000350` -> 1001/0): a
 /// header that cannot be read back.
 #[test]
-#[ignore = "F1 (fuzz/README.md): parse_rate gives a zero denominator below 0.005 fps"]
 fn a_slow_frame_rate_never_gives_a_zero_denominator() {
     for s in ["0.004", ".000350", "0.0001"] {
         match pagecam::units::parse_rate(s) {
@@ -626,7 +623,6 @@ fn a_slow_frame_rate_never_gives_a_zero_denominator() {
 /// claim any bytes per line; `stats::Analyzer::new` (pagecam-analyzer
 /// watch) then allocates a line of that size: 4 GiB from a hostile capture.
 #[test]
-#[ignore = "F2 (fuzz/README.md): bytes per line unbounded for unknown pixel formats"]
 fn a_header_with_lines_longer_than_its_frames_is_refused() {
     let format = FrameFormat {
         fourcc: fourcc(b"MJPG"),
@@ -655,7 +651,6 @@ fn a_header_with_lines_longer_than_its_frames_is_refused() {
 /// whose reserved bytes are not zero is valid when its checksum does not
 /// match the documented one, and corrupt when it does.
 #[test]
-#[ignore = "F3 (fuzz/README.md): reserved record bytes 52..56 not covered by the frame checksum"]
 fn reserved_record_bytes_are_checked() {
     let dir = scratch_dir();
     let path = dir.path().join("r.pcam");
@@ -681,7 +676,8 @@ fn reserved_record_bytes_are_checked() {
     r[52] = 0x5a;
     let crc = crc32c::crc32c(&r[..60]);
     r[60..].copy_from_slice(&crc.to_le_bytes());
-    assert_eq!(Record::check(&r), RecordCheck::Intact);
+    // No writer sets them: the record is damaged, whatever its checksums.
+    assert_eq!(Record::check(&r), RecordCheck::Damaged);
     rec.file
         .write_all_at(&data, h.layout.slot_offset(0))
         .unwrap();
@@ -689,12 +685,10 @@ fn reserved_record_bytes_are_checked() {
         .write_all_at(&r, h.layout.record_offset(0))
         .unwrap();
     drop(rec);
-    let documented = crc32c::crc32c_append(crc32c::crc32c(&data), &r[8..56]);
     let status = RecordingReader::open(&path).unwrap().check_slot(0).unwrap();
     assert!(
-        !matches!(status, SlotStatus::Valid(_))
-            || documented == meta.checksum(crc32c::crc32c(&data)),
-        "valid although the documented frame checksum does not match: {status:?}"
+        matches!(status, SlotStatus::Corrupt { .. }),
+        "a record with reserved bytes set: {status:?}"
     );
 }
 
@@ -702,7 +696,6 @@ fn reserved_record_bytes_are_checked() {
 /// byte (three bytes each), longer than the header holds: re-encoding the
 /// decoded header cuts it, so the round trip changes the header.
 #[test]
-#[ignore = "F4 (fuzz/README.md): a non-UTF-8 source description does not round-trip"]
 fn a_decoded_header_re_encodes_to_itself() {
     let mut b = small_header(1, OnFull::Stop, false).encode();
     b[96..96 + SOURCE_DESC_LEN].fill(0xff);
@@ -717,7 +710,6 @@ fn a_decoded_header_re_encodes_to_itself() {
 /// know) makes the slot size 4 GiB, stored as 0: the header written cannot
 /// be read back.
 #[test]
-#[ignore = "F5 (fuzz/README.md): slot size of 4 GiB truncated by Header::encode"]
 fn a_header_with_the_largest_frames_reads_back() {
     let format = FrameFormat {
         fourcc: fourcc(b"MJPG"),
@@ -726,15 +718,20 @@ fn a_header_with_the_largest_frames_reads_back() {
         bytes_per_line: 0,
         frame_size: u32::MAX,
     };
+    // Such slots cannot be described: refused when the layout is made.
+    assert!(Layout::new(format.frame_size, 1).is_err());
+    let largest = Layout::new(u32::MAX - 4095, 1).unwrap();
     let h = Header {
-        format,
+        format: FrameFormat {
+            frame_size: u32::MAX - 4095,
+            ..format
+        },
         interval: Interval::from_fps(30),
-        layout: Layout::new(format.frame_size, 1).unwrap(),
+        layout: largest,
         on_full: OnFull::Stop,
         created_ns: 0,
         source: String::new(),
     };
-    // Either the header is refused when written, or it reads back.
     assert_eq!(Header::decode(&h.encode()), Ok(h));
 }
 
@@ -742,7 +739,6 @@ fn a_header_with_the_largest_frames_reads_back() {
 /// number: for a slot past the last one, they read frame data as a record
 /// and, with `bytes used` 0, report a frame that does not exist as valid.
 #[test]
-#[ignore = "F6 (fuzz/README.md): slot numbers past the recording are read"]
 fn a_slot_past_the_recording_is_never_a_frame() {
     let dir = scratch_dir();
     let path = dir.path().join("r.pcam");
