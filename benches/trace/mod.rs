@@ -182,8 +182,12 @@ pub fn parse(path: &Path) -> std::io::Result<Calls> {
     // Calls split by another thread's line: tid → (name, time, first part).
     let mut pending: HashMap<i64, (String, f64, String)> = HashMap::new();
     for raw in text.lines() {
-        let mut words = raw.splitn(3, ' ');
-        let (Some(tid), Some(t), Some(line)) = (words.next(), words.next(), words.next()) else {
+        // strace pads the thread id to a width ("2844  1795437187.16 ..."
+        // with a small pid): fields are split by runs of spaces.
+        let Some((tid, rest)) = raw.split_once(' ') else {
+            continue;
+        };
+        let Some((t, line)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         let (Ok(tid), Ok(mut t)) = (tid.parse::<i64>(), t.parse::<f64>()) else {
