@@ -390,20 +390,7 @@ fn control_loop(shared: &Shared, listener: OwnedFd, cfg: NotifierConfig) {
             let clients = lock(&shared.clients);
             ids = clients.iter().map(|c| c.status.id).collect();
             let accepting = resting_until.is_none_or(|t| Instant::now() >= t);
-            let mut pollfds = Vec::with_capacity(clients.len() + 1);
-            pollfds.push(PollFd::new(
-                listener.as_fd(),
-                if accepting {
-                    PollFlags::POLLIN
-                } else {
-                    PollFlags::empty()
-                },
-            ));
-            pollfds.extend(
-                clients
-                    .iter()
-                    .map(|c| PollFd::new(c.fd.as_fd(), PollFlags::POLLIN)),
-            );
+            let mut pollfds = poll_set(&listener, accepting, clients.iter().map(|c| &c.fd));
             // Not while holding the lock for long: capture's `notify` needs
             // it. A zero timeout, then the real wait below without it.
             let _ = poll(&mut pollfds, PollTimeout::ZERO);
@@ -448,20 +435,26 @@ fn wait_readable(shared: &Shared, listener: &OwnedFd, accepting: bool) {
         .iter()
         .filter_map(|c| c.fd.try_clone().ok())
         .collect();
-    let mut pollfds = Vec::with_capacity(dups.len() + 1);
-    pollfds.push(PollFd::new(
-        listener.as_fd(),
-        if accepting {
-            PollFlags::POLLIN
-        } else {
-            PollFlags::empty()
-        },
-    ));
-    pollfds.extend(
-        dups.iter()
-            .map(|d| PollFd::new(d.as_fd(), PollFlags::POLLIN)),
-    );
+    let mut pollfds = poll_set(listener, accepting, dups.iter());
     let _ = poll(&mut pollfds, PollTimeout::from(100u16));
+}
+
+/// The listener (watched only while `accepting`) and then each client,
+/// for `poll`.
+fn poll_set<'a>(
+    listener: &'a OwnedFd,
+    accepting: bool,
+    clients: impl ExactSizeIterator<Item = &'a OwnedFd>,
+) -> Vec<PollFd<'a>> {
+    let mut pollfds = Vec::with_capacity(clients.len() + 1);
+    let listen_for = if accepting {
+        PollFlags::POLLIN
+    } else {
+        PollFlags::empty()
+    };
+    pollfds.push(PollFd::new(listener.as_fd(), listen_for));
+    pollfds.extend(clients.map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)));
+    pollfds
 }
 
 /// Accept one analyzer: check who it is and the client limit, then send
