@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Every check CI runs: formatting, lints, docs, unit and integration tests,
-# the Python package's tests, the vivid tests in qemu guests (x86_64 Linux
-# 6.1 and 6.12, and arm64 Linux 6.1 with the static aarch64 and armv7
-# builds; power cuts; the systemd units with systemd as PID 1), the ARM
-# cross builds and the library's tests under qemu user mode, and the
-# fresh-machine check of the README's commands.
+# the Python package's tests, the fuzz targets briefly, the vivid tests in
+# qemu guests (x86_64 Linux 6.1 and 6.12, and arm64 Linux 6.1 with the
+# static aarch64 and armv7 builds; power cuts; the systemd units with
+# systemd as PID 1), the ARM cross builds and the library's tests under
+# qemu user mode, and the fresh-machine check of the README's commands.
 #
 # Installs what it needs through scripts/setup.sh --test; tests/vm/vm.sh
 # fetches the kernels (cached outside the repository in PAGECAM_VM_CACHE,
@@ -60,8 +60,9 @@ step "cargo doc" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace 
 export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="-C target-feature=+crt-static"
 step "cross builds (aarch64 gnu, musl; armv7 gnueabihf static)" \
     scripts/cross.sh aarch64-unknown-linux-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf
-export PAGECAM_AARCH64_BIN_DIR=$PWD/${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-musl/release
-export PAGECAM_ARMV7_BIN_DIR=$PWD/${CARGO_TARGET_DIR:-target}/armv7-unknown-linux-gnueabihf/release
+target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+export PAGECAM_AARCH64_BIN_DIR=$target_dir/aarch64-unknown-linux-musl/release
+export PAGECAM_ARMV7_BIN_DIR=$target_dir/armv7-unknown-linux-gnueabihf/release
 # The library's tests on 32-bit ARM and aarch64, under qemu's user-mode
 # emulation (.cargo/config.toml's runners): 64-bit offsets and a 5 GiB
 # recording on a 32-bit target, 32-bit time_t, the analyzer's receive path.
@@ -75,6 +76,9 @@ step "host tests" cargo test --workspace -- --skip vivid:: --skip powercut:: --s
 # The Python package as a user installs it (pip install ./python, in a venv
 # from Debian's python3), its pytest suite against the real binaries.
 step "python package (scripts/test-python.sh)" scripts/test-python.sh
+# The fuzz targets from their seeds (each finding's reproducer among them),
+# briefly: nightly and cargo-fuzz are installed by fuzz.sh if missing.
+step "fuzz targets, 8 s each (scripts/fuzz.sh short)" env PAGECAM_FUZZ_SECONDS=8 scripts/fuzz.sh short
 step "qemu guests (vivid, powercut, arm64, service)" cargo test --test tests -- vivid:: powercut:: arm64:: service::
 if [ -n "${PAGECAM_SKIP_FRESH:-}" ]; then
     echo "NOT RUN: fresh-machine check (PAGECAM_SKIP_FRESH is set)" >&2
