@@ -25,7 +25,7 @@ else
     source_args=(-d test --size 1280x720 --fps 30)
     what="the built-in test pattern (1280x720, 30 fps)"
 fi
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 
 echo "== recording ${seconds} s from $what into $rec, an analyzer attached"
 "$bin/pagecam-capture" "${source_args[@]}" -o "$rec" --capacity 128M \

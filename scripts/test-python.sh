@@ -49,8 +49,9 @@ say "pip install -r python/requirements-test.txt"
 
 say "cargo build (pagecam-capture, pagecam-analyzer)"
 cargo build --quiet --bin pagecam-capture --bin pagecam-analyzer
-export PAGECAM_CAPTURE=${PAGECAM_CAPTURE:-$root/target/debug/pagecam-capture}
-export PAGECAM_ANALYZER=${PAGECAM_ANALYZER:-$root/target/debug/pagecam-analyzer}
+bins=${CARGO_TARGET_DIR:-$root/target}/debug
+export PAGECAM_CAPTURE=${PAGECAM_CAPTURE:-$bins/pagecam-capture}
+export PAGECAM_ANALYZER=${PAGECAM_ANALYZER:-$bins/pagecam-analyzer}
 
 say "pip install ./python (maturin, release build)"
 # --no-build-isolation: the pinned maturin of the venv is the build backend
