@@ -8,6 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often a blocked `next()` runs Python's signal handlers (Ctrl-C).
+const SIGNAL_CHECK: Duration = Duration::from_millis(200);
+
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -302,10 +305,23 @@ impl Subscription {
                 .inner
                 .as_mut()
                 .ok_or_else(|| errors::err(py, Exc::Error, "the subscription is closed"))?;
-            // One blocking recv, without the GIL. A signal makes it return
-            // Interrupted (Python installs its handlers without SA_RESTART):
-            // run the handlers, which raise KeyboardInterrupt for Ctrl-C,
-            // and otherwise wait on.
+            // Wait without the GIL, in slices: a signal interrupts the wait
+            // (Python installs its handlers without SA_RESTART), but one
+            // that lands just before it, or on another thread (numpy's),
+            // does not; every slice runs the handlers, which raise
+            // KeyboardInterrupt for Ctrl-C. Then the one recv.
+            let idle = sub.idle();
+            let waited = std::time::Instant::now();
+            loop {
+                match py.detach(|| sub.wait_readable(SIGNAL_CHECK)) {
+                    Ok(true) => break,
+                    Ok(false) | Err(SubscribeError::Interrupted) => py.check_signals()?,
+                    Err(e) => return Err(errors::subscribe(py, e)),
+                }
+                if waited.elapsed() >= idle {
+                    return Err(errors::subscribe(py, SubscribeError::Idle(idle)));
+                }
+            }
             let event = py.detach(|| match sub.next_event() {
                 // Linux reports ECONNRESET (which the library calls
                 // CaptureGone) *before* the messages still queued when the

@@ -259,6 +259,28 @@ impl Subscription {
         self.archive.as_ref()
     }
 
+    /// How long `next_event` waits for a notice before `Idle`.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// Wait up to `timeout` until a message is there to read (or the
+    /// connection ended): `Ok(true)`, then `next_event` does not block.
+    /// For callers that must look at something else while they wait (an
+    /// interpreter's pending signals, which may have arrived on another
+    /// thread or just before a blocking `recv`).
+    pub fn wait_readable(&self, timeout: Duration) -> Result<bool, SubscribeError> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) => Ok(n > 0),
+            Err(Errno::EINTR) => Err(SubscribeError::Interrupted),
+            Err(e) => Err(SubscribeError::Io(e.into())),
+        }
+    }
+
     /// Wait for the next notice: one `recv`. `Event::Frame` announces a
     /// committed frame (read it with `live().read_frame`); `Event::End` is
     /// the last message. `Err(Interrupted)`: a signal arrived (retry, or
