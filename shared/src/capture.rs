@@ -239,6 +239,7 @@ pub fn run(source: &mut dyn FrameSource, ring: &mut Ring, cx: LoopContext<'_>) -
                     bytes_used: committed.meta.bytes_used,
                 });
             }
+            ring.wake_persistence();
             if let Some(f) = cx.on_frame {
                 f();
             }

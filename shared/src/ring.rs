@@ -74,6 +74,10 @@ pub enum ClaimRefused {
 pub trait CommitSink: Send + Sync {
     /// Called on the capture thread right after the commit: must not block.
     fn committed(&self, c: Committed, slot: HeldSlot);
+    /// Called on the capture thread once the frame's notices are sent:
+    /// wake whoever persists (later than `committed`, so that on a small
+    /// machine the analyzers get the CPU first).
+    fn wake(&self) {}
 }
 
 /// Where this session starts and what it may use.
@@ -236,6 +240,14 @@ impl Ring {
             sink.committed(c, held);
         }
         c
+    }
+
+    /// Wake the persistence thread for what was committed (call after the
+    /// analyzers were notified; it also wakes by itself, later).
+    pub fn wake_persistence(&self) {
+        if let Some(sink) = &self.sink {
+            sink.wake();
+        }
     }
 
     /// Give back a claim that was never filled (capture stopped first).

@@ -87,6 +87,9 @@ impl CommitSink for Queue {
         if self.frames.push((c, slot)).is_err() {
             self.overflowed.store(true, Ordering::Relaxed);
         }
+    }
+
+    fn wake(&self) {
         // A futex wake only if the writer sleeps (std's park/unpark).
         if let Some(t) = self.writer.get() {
             t.unpark();
