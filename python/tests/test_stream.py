@@ -67,7 +67,11 @@ def test_from_a_sequence_number_or_a_duration(capture):
 
 CHILD = textwrap.dedent(
     """
-    import sys, pagecam
+    import signal, sys, pagecam
+    # A background job of a non-interactive shell (CI under nohup, `cmd &`)
+    # starts with SIGINT ignored, and Python then installs no handler for
+    # it: install the one an interactive Python has.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sub = pagecam.Subscription(sys.argv[1], idle_timeout=None)
     print("waiting", flush=True)
     while True:
