@@ -8,9 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often a blocked `next()` runs Python's signal handlers (Ctrl-C).
-const SIGNAL_CHECK: Duration = Duration::from_millis(200);
-
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -22,6 +19,9 @@ use pagecam::subscribe::{Event, Start, Stored, StoredFrame, SubscribeError};
 use crate::errors::{self, Exc};
 use crate::frame::{Bytes, Counters, Frame, FrameInfo, Lost};
 use crate::view::{FrameMemory, Memory};
+
+/// How often a blocked `next()` runs Python's signal handlers (Ctrl-C).
+const SIGNAL_CHECK: Duration = Duration::from_millis(200);
 
 /// The socket to connect to: `path` if it is a socket, else `path.sock`.
 pub fn socket_of(path: &Path) -> PathBuf {
